@@ -1,0 +1,232 @@
+//! [`NetClient`]: the cloneable handle to the network task. Every call sends
+//! one [`Command`] down a bounded channel; calls that need an answer carry a
+//! oneshot sender that the loop completes.
+
+use bytes::Bytes;
+use libp2p::{Multiaddr, PeerId, gossipsub::MessageId};
+use shoal_core::{
+    BlockCid, ChannelId, VerifiedBlock, VerifiedDirectoryEntry, VerifiedManifest,
+    exchange::{ExchangeRequest, ExchangeResponse, Want, WantKind},
+    limits::MAX_EXCHANGE_ENTRIES,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{Acceptance, MetricsSnapshot, NetError, NetMetrics};
+
+type Reply<T> = oneshot::Sender<Result<T, NetError>>;
+
+/// Commands from [`NetClient`] to the event loop.
+#[derive(Debug)]
+pub(crate) enum Command {
+    ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    Dial(Multiaddr, Reply<()>),
+    Join(ChannelId, Reply<()>),
+    Leave(ChannelId, Reply<()>),
+    Publish { topic: Topic, bytes: Bytes, reply: Reply<MessageId> },
+    Validation { message_id: MessageId, source: PeerId, acceptance: Acceptance },
+    Exchange { peer: PeerId, request: ExchangeRequest, reply: Reply<ExchangeResponse> },
+    BlockAvailable(VerifiedBlock),
+    Head { peer: PeerId, channel: ChannelId, max: u32, reply: Reply<Vec<VerifiedManifest>> },
+    Status(oneshot::Sender<NetStatus>),
+    MeshPeers(ChannelId, oneshot::Sender<Vec<PeerId>>),
+    Directory(oneshot::Sender<Vec<VerifiedDirectoryEntry>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Which gossip topic a publish goes to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Topic {
+    Channel(ChannelId),
+    Directory,
+}
+
+/// A summary of the network's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetStatus {
+    /// This node.
+    pub peer_id: Option<PeerId>,
+    /// Connected peers.
+    pub connected: Vec<PeerId>,
+    /// Peers in the Kademlia routing table.
+    pub routing_table: usize,
+    /// Channels joined.
+    pub channels: Vec<ChannelId>,
+    /// Wants held now.
+    pub held_wants: usize,
+}
+
+/// A cloneable handle to the network task. Cheap to clone; every clone
+/// talks to the same swarm. When every clone is dropped the task stops.
+#[derive(Debug, Clone)]
+pub struct NetClient {
+    tx: mpsc::Sender<Command>,
+    peer_id: PeerId,
+    metrics: NetMetrics,
+}
+
+impl NetClient {
+    pub(crate) fn new(tx: mpsc::Sender<Command>, peer_id: PeerId, metrics: NetMetrics) -> Self {
+        Self { tx, peer_id, metrics }
+    }
+
+    async fn send(&self, cmd: Command) -> Result<(), NetError> {
+        self.tx.send(cmd).await.map_err(|_| NetError::Stopped)
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(make(tx)).await?;
+        rx.await.map_err(|_| NetError::Stopped)?
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// A plain copy of the network metrics (no round trip to the loop).
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.metrics.snapshot()
+    }
+
+    /// Addresses the swarm listens on now.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::ListenAddrs(tx)).await?;
+        rx.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// Starts dialing `addr` (with `/p2p/<id>` the peer is also added to the
+    /// DHT routing table). Returns once the dial started, not when it connected.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), NetError> {
+        self.ask(|r| Command::Dial(addr, r)).await
+    }
+
+    /// Joins a channel: subscribes to its manifest topic, provides it in the
+    /// DHT (republished every `provider_republish_secs`), looks up providers
+    /// and dials up to `join_dial_providers` of them. Returns once
+    /// subscribed; [`crate::NetEvent::ProvidersFound`] reports the lookup.
+    pub async fn join_channel(&self, channel: ChannelId) -> Result<(), NetError> {
+        self.ask(|r| Command::Join(channel, r)).await
+    }
+
+    /// Leaves a channel: unsubscribes and stops providing it.
+    pub async fn leave_channel(&self, channel: ChannelId) -> Result<(), NetError> {
+        self.ask(|r| Command::Leave(channel, r)).await
+    }
+
+    /// Publishes signed manifest bytes on the channel's topic. The bytes are
+    /// sent as given (the node publishes only what it signed); peers verify
+    /// them. Errors if no peer is subscribed yet.
+    pub async fn publish_manifest(&self, channel: ChannelId, bytes: Bytes) -> Result<MessageId, NetError> {
+        self.ask(|reply| Command::Publish { topic: Topic::Channel(channel), bytes, reply }).await
+    }
+
+    /// Publishes a signed directory entry on the directory topic.
+    pub async fn publish_directory(&self, bytes: Bytes) -> Result<MessageId, NetError> {
+        self.ask(|reply| Command::Publish { topic: Topic::Directory, bytes, reply }).await
+    }
+
+    /// The node's verdict on a [`crate::NetEvent::Manifest`] with
+    /// `pending_validation`. Call exactly once per such event.
+    pub async fn report_validation(
+        &self,
+        message_id: MessageId,
+        source: PeerId,
+        acceptance: Acceptance,
+    ) -> Result<(), NetError> {
+        self.send(Command::Validation { message_id, source, acceptance }).await
+    }
+
+    /// Sends a raw exchange request and waits for the response. Blocks in the
+    /// response are verified against their CIDs; `bad_blocks` lists the ones
+    /// that were not (the peer has already been struck for them).
+    pub async fn exchange(&self, peer: PeerId, request: ExchangeRequest) -> Result<ExchangeResponse, NetError> {
+        let n = request.wants.len() + request.cancels.len() + request.haves.len();
+        if n > MAX_EXCHANGE_ENTRIES {
+            return Err(NetError::RequestTooLarge(format!(
+                "{n} entries; the limit is {MAX_EXCHANGE_ENTRIES}, split the request"
+            )));
+        }
+        self.ask(|reply| Command::Exchange { peer, request, reply }).await
+    }
+
+    /// Asks `peer` for blocks. With `hold_ms > 0`, a peer that expects a
+    /// block holds the want until it arrives (or the hold expires) and the
+    /// response waits for every held want in this request; put wants for
+    /// future blocks in their own request. Missing blocks come back in
+    /// `dont_haves`; blocks that did not fit the frame come back in `haves`.
+    pub async fn want_blocks(&self, peer: PeerId, cids: &[BlockCid], hold_ms: u32) -> Result<ExchangeResponse, NetError> {
+        let wants =
+            cids.iter().map(|&cid| Want { cid, kind: WantKind::Block, send_dont_have: true, hold_ms }).collect();
+        self.exchange(peer, ExchangeRequest { wants, ..Default::default() }).await
+    }
+
+    /// Asks `peer` which of these blocks it holds (answered in `haves` and
+    /// `dont_haves`).
+    pub async fn want_haves(&self, peer: PeerId, cids: &[BlockCid]) -> Result<ExchangeResponse, NetError> {
+        let wants =
+            cids.iter().map(|&cid| Want { cid, kind: WantKind::Have, send_dont_have: true, hold_ms: 0 }).collect();
+        self.exchange(peer, ExchangeRequest { wants, ..Default::default() }).await
+    }
+
+    /// Cancels wants `peer` is holding for us; the held request completes
+    /// with what it gathered so far.
+    pub async fn cancel(&self, peer: PeerId, cids: &[BlockCid]) -> Result<(), NetError> {
+        self.exchange(peer, ExchangeRequest { cancels: cids.to_vec(), ..Default::default() }).await.map(drop)
+    }
+
+    /// Tells `peer` which blocks we now hold (it sees a
+    /// [`crate::NetEvent::PeerHaves`]).
+    pub async fn send_haves(&self, peer: PeerId, cids: &[BlockCid]) -> Result<(), NetError> {
+        self.exchange(peer, ExchangeRequest { haves: cids.to_vec(), ..Default::default() }).await.map(drop)
+    }
+
+    /// A block the node now holds: held wants for it are answered at once.
+    pub async fn block_available(&self, block: VerifiedBlock) -> Result<(), NetError> {
+        self.send(Command::BlockAvailable(block)).await
+    }
+
+    /// Asks `peer` for the channel's latest `max` manifests. Each one is
+    /// verified against `channel` (no age limit: history is old by nature);
+    /// a peer that sends one that does not verify is struck and the call
+    /// fails. Returned oldest first, newest last.
+    pub async fn request_head(
+        &self,
+        peer: PeerId,
+        channel: ChannelId,
+        max: u32,
+    ) -> Result<Vec<VerifiedManifest>, NetError> {
+        self.ask(|reply| Command::Head { peer, channel, max, reply }).await
+    }
+
+    /// Connected peers, routing table size, channels, held wants.
+    pub async fn status(&self) -> Result<NetStatus, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Status(tx)).await?;
+        rx.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// Gossipsub mesh peers for a channel.
+    pub async fn mesh_peers(&self, channel: ChannelId) -> Result<Vec<PeerId>, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::MeshPeers(channel, tx)).await?;
+        rx.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// The directory: the newest verified entry per public channel, entries
+    /// not re-announced within `directory_ttl_secs` dropped.
+    pub async fn directory(&self) -> Result<Vec<VerifiedDirectoryEntry>, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Directory(tx)).await?;
+        rx.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// Stops the network task: stops listening, closes connections. Returns
+    /// when the loop has exited.
+    pub async fn shutdown(&self) -> Result<(), NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Shutdown(tx)).await?;
+        rx.await.map_err(|_| NetError::Stopped)
+    }
+}

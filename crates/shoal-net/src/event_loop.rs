@@ -1,0 +1,395 @@
+//! The one task that owns the [`Swarm`]. It reads commands from
+//! [`crate::NetClient`], drives the swarm, serves peers from the
+//! [`BlockSource`], and sends [`NetEvent`]s with `try_send` (never waiting
+//! for the consumer).
+
+mod gossip;
+mod peers;
+mod serve;
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use futures::StreamExt;
+use libp2p::metrics::Recorder;
+use libp2p::{
+    PeerId, Swarm,
+    gossipsub::{IdentTopic, TopicHash},
+    kad::{self, QueryId},
+    multiaddr::Protocol,
+    request_response::OutboundRequestId,
+    swarm::SwarmEvent,
+};
+use shoal_core::{
+    ChannelId, VerifiedManifest, VerifyPolicy, directory::DIRECTORY_TOPIC, exchange::ExchangeResponse,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    BlockSource, NetConfig, NetError, NetEvent, NetMetrics,
+    behaviour::{Behaviour, BehaviourEvent},
+    client::Command,
+    directory::DirectoryList,
+    held::HeldWants,
+};
+
+/// How often held wants are checked for expiry: 100 ms is well under any
+/// useful hold (segments last ~1 s) and costs nothing when none are held.
+const HOLD_SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How often bans, the directory and thin channels are looked after.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A routing table with fewer peers than this triggers a Kademlia bootstrap.
+const THIN_ROUTING_TABLE: usize = 4;
+
+/// A joined channel with fewer mesh peers than this looks for providers again.
+const THIN_MESH: usize = 2;
+
+/// Peers whose strikes we remember; the map is cleared when full (a peer
+/// that misbehaves gets struck again quickly, an honest one loses nothing).
+const MAX_STRUCK_PEERS: usize = 4096;
+
+/// Peers banned at once; when full, the ban ending soonest is lifted early.
+const MAX_BANNED_PEERS: usize = 1024;
+
+type Reply<T> = oneshot::Sender<Result<T, NetError>>;
+
+/// A provider lookup in flight for a joined channel.
+struct ProviderQuery {
+    channel: ChannelId,
+    found: Vec<PeerId>,
+    dialed: usize,
+}
+
+pub(crate) struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    config: NetConfig,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<NetEvent>,
+    metrics: NetMetrics,
+    source: Arc<dyn BlockSource>,
+    /// Joined channels by topic.
+    channels: HashMap<TopicHash, ChannelId>,
+    directory_topic: TopicHash,
+    directory: DirectoryList,
+    live_policy: VerifyPolicy,
+    provider_queries: HashMap<QueryId, ProviderQuery>,
+    pending_exchange: HashMap<OutboundRequestId, (PeerId, Reply<ExchangeResponse>)>,
+    pending_head: HashMap<OutboundRequestId, (PeerId, ChannelId, Reply<Vec<VerifiedManifest>>)>,
+    /// Our open requests per peer (exchange and head), for the outbound cap.
+    outbound: HashMap<PeerId, usize>,
+    held: HeldWants<libp2p::request_response::ResponseChannel<ExchangeResponse>>,
+    strikes: HashMap<PeerId, u32>,
+    banned: HashMap<PeerId, Instant>,
+    /// libp2p's own swarm/kad/identify/ping/gossipsub event metrics.
+    p2p_metrics: libp2p::metrics::Metrics,
+}
+
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn without_p2p(addr: &libp2p::Multiaddr) -> libp2p::Multiaddr {
+    addr.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect()
+}
+
+impl EventLoop {
+    pub(crate) fn new(
+        swarm: Swarm<Behaviour>,
+        config: NetConfig,
+        commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<NetEvent>,
+        metrics: NetMetrics,
+        source: Arc<dyn BlockSource>,
+        p2p_metrics: libp2p::metrics::Metrics,
+    ) -> Self {
+        let live_policy = VerifyPolicy {
+            max_future_skew_ms: config.max_clock_skew_ms,
+            max_age_ms: Some(config.manifest_max_age_ms),
+            ..VerifyPolicy::default()
+        };
+        Self {
+            directory: DirectoryList::new(config.directory_max_entries, Duration::from_secs(config.directory_ttl_secs)),
+            held: HeldWants::new(config.held_wants_per_peer, config.held_wants_total),
+            directory_topic: IdentTopic::new(DIRECTORY_TOPIC).hash(),
+            swarm,
+            config,
+            commands,
+            events,
+            metrics,
+            source,
+            channels: HashMap::new(),
+            live_policy,
+            provider_queries: HashMap::new(),
+            pending_exchange: HashMap::new(),
+            pending_head: HashMap::new(),
+            outbound: HashMap::new(),
+            strikes: HashMap::new(),
+            banned: HashMap::new(),
+            p2p_metrics,
+        }
+    }
+
+    /// Subscribes to the directory and contacts the bootstrap peers.
+    pub(crate) fn start(&mut self) -> Result<(), NetError> {
+        let topic = IdentTopic::new(DIRECTORY_TOPIC);
+        let g = &mut self.swarm.behaviour_mut().gossipsub;
+        g.subscribe(&topic).map_err(|e| NetError::Build(format!("directory topic: {e}")))?;
+        g.set_topic_params(topic, crate::behaviour::topic_score_params())
+            .map_err(|e| NetError::Build(format!("directory topic scoring: {e}")))?;
+        for addr in self.config.bootstrap.clone() {
+            if let Some(peer) = crate::config::peer_id_of(&addr) {
+                self.swarm.behaviour_mut().kad.add_address(&peer, without_p2p(&addr));
+            }
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");
+            }
+        }
+        if !self.config.bootstrap.is_empty() {
+            let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut sweep = tokio::time::interval(HOLD_SWEEP_INTERVAL);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut maintenance = tokio::time::interval(MAINTENANCE_INTERVAL);
+        maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let done = loop {
+            tokio::select! {
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Shutdown(done)) => break Some(done),
+                    Some(cmd) => self.on_command(cmd),
+                    None => break None,
+                },
+                ev = self.swarm.select_next_some() => self.on_swarm_event(ev),
+                _ = sweep.tick() => self.expire_held(),
+                _ = maintenance.tick() => self.maintain(),
+            }
+        };
+        tracing::debug!(peer = %self.swarm.local_peer_id(), "network loop stopping");
+        // Dropping the swarm closes every connection and listener; answer
+        // the shutdown only after that.
+        drop(self);
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
+    }
+
+    /// Sends an event without waiting; counts it when the consumer is slow.
+    fn emit(&self, event: NetEvent) -> bool {
+        match self.events.try_send(event) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(ev)) | Err(mpsc::error::TrySendError::Closed(ev)) => {
+                self.metrics.event_dropped(ev.kind());
+                false
+            }
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::ListenAddrs(reply) => {
+                let _ = reply.send(self.swarm.listeners().cloned().collect());
+            }
+            Command::Dial(addr, reply) => {
+                if let Some(peer) = crate::config::peer_id_of(&addr) {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, without_p2p(&addr));
+                }
+                let r = self
+                    .swarm
+                    .dial(addr.clone())
+                    .map_err(|e| NetError::Dial { target: addr.to_string(), reason: e.to_string() });
+                let _ = reply.send(r);
+            }
+            Command::Join(channel, reply) => {
+                let _ = reply.send(self.join(channel));
+            }
+            Command::Leave(channel, reply) => {
+                self.leave(channel);
+                let _ = reply.send(Ok(()));
+            }
+            Command::Publish { topic, bytes, reply } => {
+                let _ = reply.send(self.publish(topic, bytes));
+            }
+            Command::Validation { message_id, source, acceptance } => {
+                self.node_verdict(message_id, source, acceptance);
+            }
+            Command::Exchange { peer, request, reply } => self.send_exchange(peer, request, reply),
+            Command::BlockAvailable(block) => self.block_available(block),
+            Command::Head { peer, channel, max, reply } => self.send_head(peer, channel, max, reply),
+            Command::Status(reply) => {
+                let routing_table = self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum();
+                let _ = reply.send(crate::NetStatus {
+                    peer_id: Some(*self.swarm.local_peer_id()),
+                    connected: self.swarm.connected_peers().copied().collect(),
+                    routing_table,
+                    channels: self.channels.values().copied().collect(),
+                    held_wants: self.held.len(),
+                });
+            }
+            Command::MeshPeers(channel, reply) => {
+                let topic = IdentTopic::new(channel.topic()).hash();
+                let _ = reply.send(self.swarm.behaviour().gossipsub.mesh_peers(&topic).copied().collect());
+            }
+            Command::Directory(reply) => {
+                let _ = reply.send(self.directory.list());
+            }
+            Command::Shutdown(_) => unreachable!("handled in run"),
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.p2p_metrics.record(&event);
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                self.emit(NetEvent::Listening { addr: address });
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } => {
+                if num_established.get() == 1 {
+                    self.metrics.set_peers(self.swarm.connected_peers().count());
+                    self.emit(NetEvent::PeerConnected { peer: peer_id });
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                self.metrics.set_peers(self.swarm.connected_peers().count());
+                self.held.peer_gone(&peer_id);
+                self.metrics.held_wants.set(self.held.len() as i64);
+                self.emit(NetEvent::PeerDisconnected { peer: peer_id });
+            }
+            SwarmEvent::Behaviour(ev) => self.on_behaviour_event(ev),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match &event {
+            BehaviourEvent::Kad(e) => self.p2p_metrics.record(e),
+            BehaviourEvent::Identify(e) => self.p2p_metrics.record(e),
+            BehaviourEvent::Ping(e) => self.p2p_metrics.record(e),
+            BehaviourEvent::Gossipsub(e) => self.p2p_metrics.record(e),
+            _ => {}
+        }
+        match event {
+            BehaviourEvent::Identify(libp2p::identify::Event::Received { peer_id, info, .. }) => {
+                // Feed listen addresses of DHT peers into the routing table,
+                // so peers that dialed us become reachable to others.
+                if info.protocols.contains(&crate::behaviour::KAD_PROTOCOL) {
+                    for addr in info.listen_addrs {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
+                }
+            }
+            BehaviourEvent::Kad(ev) => self.on_kad_event(ev),
+            BehaviourEvent::Mdns(libp2p::mdns::Event::Discovered(found)) => {
+                for (peer, addr) in found {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                    if !self.swarm.is_connected(&peer) {
+                        let _ = self.swarm.dial(addr.with(Protocol::P2p(peer)));
+                    }
+                }
+            }
+            BehaviourEvent::Gossipsub(libp2p::gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => self.on_gossip(propagation_source, message_id, message),
+            BehaviourEvent::Exchange(ev) => self.on_exchange_event(ev),
+            BehaviourEvent::Head(ev) => self.on_head_event(ev),
+            _ => {}
+        }
+    }
+
+    fn on_kad_event(&mut self, event: kad::Event) {
+        let kad::Event::OutboundQueryProgressed { id, result: kad::QueryResult::GetProviders(result), step, .. } =
+            event
+        else {
+            return;
+        };
+        let local = *self.swarm.local_peer_id();
+        let Some(q) = self.provider_queries.get_mut(&id) else { return };
+        if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = &result {
+            for p in providers {
+                if *p != local && !q.found.contains(p) {
+                    q.found.push(*p);
+                }
+            }
+        }
+        // Dial providers as they are found rather than at the end: joining
+        // a live channel should not wait for the whole lookup.
+        let budget = self.config.join_dial_providers;
+        let to_dial: Vec<PeerId> = q
+            .found
+            .iter()
+            .filter(|p| !self.swarm.is_connected(p))
+            .take(budget.saturating_sub(q.dialed))
+            .copied()
+            .collect();
+        if let Some(q) = self.provider_queries.get_mut(&id) {
+            q.dialed += to_dial.len();
+        }
+        for p in to_dial {
+            let _ = self.swarm.dial(p);
+        }
+        if step.last || result.is_err() {
+            if let Some(q) = self.provider_queries.remove(&id) {
+                tracing::debug!(channel = %q.channel, providers = q.found.len(), "provider lookup finished");
+                self.emit(NetEvent::ProvidersFound { channel: q.channel, providers: q.found });
+            }
+        }
+    }
+
+    /// Periodic housekeeping: lift expired bans, expire directory entries,
+    /// bootstrap a thin routing table, look for providers of thin channels.
+    fn maintain(&mut self) {
+        let now = Instant::now();
+        let ended: Vec<PeerId> = self.banned.iter().filter(|(_, until)| **until <= now).map(|(p, _)| *p).collect();
+        for p in ended {
+            self.banned.remove(&p);
+            self.swarm.behaviour_mut().blocked.unblock_peer(p);
+        }
+        self.directory.expire(now);
+        let routing: usize = self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum();
+        if routing < THIN_ROUTING_TABLE && !self.config.bootstrap.is_empty() {
+            let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        }
+        let thin: Vec<ChannelId> = self
+            .channels
+            .iter()
+            .filter(|(topic, _)| self.swarm.behaviour().gossipsub.mesh_peers(topic).count() < THIN_MESH)
+            .map(|(_, ch)| *ch)
+            .filter(|ch| !self.provider_queries.values().any(|q| q.channel == *ch))
+            .collect();
+        for ch in thin {
+            self.find_providers(ch);
+        }
+    }
+
+    fn find_providers(&mut self, channel: ChannelId) {
+        let id = self.swarm.behaviour_mut().kad.get_providers(provider_key(&channel));
+        self.provider_queries.insert(id, ProviderQuery { channel, found: Vec::new(), dialed: 0 });
+    }
+}
+
+/// The DHT key under which a channel's carriers announce themselves.
+pub(crate) fn provider_key(channel: &ChannelId) -> kad::RecordKey {
+    kad::RecordKey::new(&channel.topic())
+}
+
+impl Drop for EventLoop {
+    fn drop(&mut self) {
+        // Answer every waiting caller so no client call hangs on shutdown.
+        for (_, (_, reply)) in self.pending_exchange.drain() {
+            let _ = reply.send(Err(NetError::Stopped));
+        }
+        for (_, (_, _, reply)) in self.pending_head.drain() {
+            let _ = reply.send(Err(NetError::Stopped));
+        }
+    }
+}

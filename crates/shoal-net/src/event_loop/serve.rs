@@ -1,0 +1,257 @@
+//! The exchange and head protocols, both directions: serving peers from the
+//! [`crate::BlockSource`] (holding wants for expected blocks), and our own
+//! requests with their per-peer cap.
+
+use std::{io, time::Instant};
+
+use libp2p::{
+    PeerId,
+    request_response::{self, InboundFailure, Message, OutboundFailure, ResponseChannel},
+};
+use shoal_core::{
+    ChannelId, VerifiedBlock, VerifiedManifest, VerifyPolicy,
+    exchange::{ExchangeRequest, ExchangeResponse, HeadRequest, HeadResponse, WantKind},
+    limits::MAX_HEAD_RESPONSE_BYTES,
+};
+
+use super::{EventLoop, Reply, unix_ms};
+use crate::{
+    Misbehaviour, NetError, NetEvent,
+    held::{HeldWant, ResponseBuilder},
+};
+
+type ExchangeEvent = request_response::Event<ExchangeRequest, ExchangeResponse>;
+type HeadEvent = request_response::Event<HeadRequest, HeadResponse>;
+
+fn is_invalid_data(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::InvalidData
+}
+
+fn outbound_reason(e: &OutboundFailure) -> String {
+    match e {
+        OutboundFailure::Timeout => "timed out (the peer is slow or gone)".into(),
+        OutboundFailure::UnsupportedProtocols => "the peer does not speak this protocol".into(),
+        other => other.to_string(),
+    }
+}
+
+impl EventLoop {
+    fn outbound_slot(&mut self, peer: PeerId) -> Result<(), NetError> {
+        let limit = self.config.max_outbound_requests_per_peer;
+        let n = self.outbound.entry(peer).or_default();
+        if *n >= limit {
+            return Err(NetError::PeerBusy { peer, limit });
+        }
+        *n += 1;
+        Ok(())
+    }
+
+    fn release_slot(&mut self, peer: &PeerId) {
+        if let Some(n) = self.outbound.get_mut(peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.outbound.remove(peer);
+            }
+        }
+    }
+
+    pub(super) fn send_exchange(&mut self, peer: PeerId, request: ExchangeRequest, reply: Reply<ExchangeResponse>) {
+        if let Err(e) = self.outbound_slot(peer) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let id = self.swarm.behaviour_mut().exchange.send_request(&peer, request);
+        self.pending_exchange.insert(id, (peer, reply));
+    }
+
+    pub(super) fn send_head(&mut self, peer: PeerId, channel: ChannelId, max: u32, reply: Reply<Vec<VerifiedManifest>>) {
+        if let Err(e) = self.outbound_slot(peer) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let max = max.clamp(1, shoal_core::limits::MAX_HEAD_MANIFESTS);
+        let id = self.swarm.behaviour_mut().head.send_request(&peer, HeadRequest { channel, max });
+        self.pending_head.insert(id, (peer, channel, reply));
+    }
+
+    fn respond(&mut self, channel: ResponseChannel<ExchangeResponse>, response: ExchangeResponse) {
+        let n = response.blocks.len() as u64;
+        // Err means the peer gave up (timeout, disconnect): nothing to do.
+        if self.swarm.behaviour_mut().exchange.send_response(channel, response).is_ok() {
+            self.metrics.blocks_served.inc_by(n);
+        }
+    }
+
+    fn serve_exchange(&mut self, peer: PeerId, request: ExchangeRequest, channel: ResponseChannel<ExchangeResponse>) {
+        self.metrics.inbound_request("exchange");
+        if !request.cancels.is_empty() {
+            let (n, ready) = self.held.cancel(&peer, &request.cancels);
+            self.metrics.held_wants_cancelled.inc_by(n as u64);
+            for (_, ch, resp) in ready {
+                self.respond(ch, resp);
+            }
+        }
+        if !request.haves.is_empty() {
+            self.emit(NetEvent::PeerHaves { peer, cids: request.haves });
+        }
+        let now = Instant::now();
+        let mut builder = ResponseBuilder::default();
+        let mut hold = Vec::new();
+        for w in request.wants {
+            match w.kind {
+                WantKind::Have => {
+                    if self.source.has_block(&w.cid) {
+                        builder.push_have(w.cid);
+                    } else if w.send_dont_have {
+                        builder.push_dont_have(w.cid);
+                    }
+                }
+                WantKind::Block => {
+                    if let Some(block) = self.source.get_block_for(&peer, &w.cid) {
+                        builder.push_block(block);
+                    } else if w.hold_ms > 0 && self.source.expects(&w.cid) {
+                        let ms = w.hold_ms.min(self.config.max_hold_ms);
+                        hold.push(HeldWant {
+                            cid: w.cid,
+                            deadline: now + std::time::Duration::from_millis(u64::from(ms)),
+                            send_dont_have: w.send_dont_have,
+                        });
+                    } else if w.send_dont_have {
+                        builder.push_dont_have(w.cid);
+                    }
+                }
+            }
+        }
+        if hold.is_empty() {
+            self.respond(channel, builder.response);
+            return;
+        }
+        let (outcome, ready) = self.held.hold(peer, channel, builder, hold);
+        self.metrics.held_wants_refused.inc_by(outcome.refused as u64);
+        self.metrics.held_wants.set(self.held.len() as i64);
+        if outcome.held > 0 {
+            tracing::trace!(%peer, held = outcome.held, "holding wants");
+        }
+        if let Some((ch, resp)) = ready {
+            self.respond(ch, resp);
+        }
+    }
+
+    pub(super) fn block_available(&mut self, block: VerifiedBlock) {
+        let before = self.held.len();
+        let ready = self.held.block_arrived(&block);
+        self.metrics.held_wants_answered.inc_by((before - self.held.len()) as u64);
+        self.metrics.held_wants.set(self.held.len() as i64);
+        for (_, ch, resp) in ready {
+            self.respond(ch, resp);
+        }
+    }
+
+    pub(super) fn expire_held(&mut self) {
+        if self.held.len() == 0 {
+            return;
+        }
+        let (n, ready) = self.held.expire(Instant::now());
+        self.metrics.held_wants_expired.inc_by(n as u64);
+        self.metrics.held_wants.set(self.held.len() as i64);
+        for (_, ch, resp) in ready {
+            self.respond(ch, resp);
+        }
+    }
+
+    pub(super) fn on_exchange_event(&mut self, event: ExchangeEvent) {
+        match event {
+            request_response::Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
+                self.serve_exchange(peer, request, channel);
+            }
+            request_response::Event::Message { peer, message: Message::Response { request_id, response }, .. } => {
+                self.release_slot(&peer);
+                self.metrics.blocks_received.inc_by(response.blocks.len() as u64);
+                if !response.bad_blocks.is_empty() {
+                    self.metrics.bad_blocks.inc_by(response.bad_blocks.len() as u64);
+                    tracing::warn!(%peer, bad = response.bad_blocks.len(), "peer sent blocks that do not match their CIDs");
+                    self.strike(peer, Misbehaviour::BadBlock, response.bad_blocks.len() as u32);
+                }
+                if let Some((_, reply)) = self.pending_exchange.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            request_response::Event::OutboundFailure { peer, request_id, error, .. } => {
+                self.release_slot(&peer);
+                if matches!(&error, OutboundFailure::Io(e) if is_invalid_data(e)) {
+                    self.metrics.malformed_frames.inc();
+                    self.strike(peer, Misbehaviour::MalformedFrame, 1);
+                }
+                if let Some((_, reply)) = self.pending_exchange.remove(&request_id) {
+                    let reason = outbound_reason(&error);
+                    let _ = reply.send(Err(NetError::Request { peer, protocol: "exchange", reason }));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error: InboundFailure::Io(e), .. }
+                if is_invalid_data(&e) =>
+            {
+                tracing::debug!(%peer, error = %e, "malformed exchange request");
+                self.metrics.malformed_frames.inc();
+                self.strike(peer, Misbehaviour::MalformedFrame, 1);
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn on_head_event(&mut self, event: HeadEvent) {
+        match event {
+            request_response::Event::Message { message: Message::Request { request, channel, .. }, .. } => {
+                self.metrics.inbound_request("head");
+                let mut manifests = self.source.head(&request.channel, request.max);
+                // Keep the newest ones that fit the count and the frame cap.
+                let excess = manifests.len().saturating_sub(request.max as usize);
+                manifests.drain(..excess);
+                let mut total: usize = manifests.iter().map(|m| m.encoded_len() + 8).sum();
+                while total > MAX_HEAD_RESPONSE_BYTES && !manifests.is_empty() {
+                    total -= manifests.remove(0).encoded_len() + 8;
+                }
+                let _ = self.swarm.behaviour_mut().head.send_response(channel, HeadResponse { manifests });
+            }
+            request_response::Event::Message { peer, message: Message::Response { request_id, response }, .. } => {
+                self.release_slot(&peer);
+                let Some((_, channel, reply)) = self.pending_head.remove(&request_id) else { return };
+                let policy = VerifyPolicy { max_future_skew_ms: self.config.max_clock_skew_ms, ..VerifyPolicy::default() };
+                let now = unix_ms();
+                let mut verified = Vec::with_capacity(response.manifests.len());
+                for m in response.manifests {
+                    let seq = m.claimed().seq;
+                    match m.verify_for(&channel, &policy, now) {
+                        Ok(v) => verified.push(v),
+                        Err(e) => {
+                            self.strike(peer, Misbehaviour::BadHeadManifest, 1);
+                            let reason = format!("manifest seq {seq} did not verify: {e}");
+                            let _ = reply.send(Err(NetError::Request { peer, protocol: "head", reason }));
+                            return;
+                        }
+                    }
+                }
+                verified.sort_by_key(|v| v.seq());
+                verified.dedup_by_key(|v| v.seq());
+                let _ = reply.send(Ok(verified));
+            }
+            request_response::Event::OutboundFailure { peer, request_id, error, .. } => {
+                self.release_slot(&peer);
+                if matches!(&error, OutboundFailure::Io(e) if is_invalid_data(e)) {
+                    self.metrics.malformed_frames.inc();
+                    self.strike(peer, Misbehaviour::MalformedFrame, 1);
+                }
+                if let Some((_, _, reply)) = self.pending_head.remove(&request_id) {
+                    let reason = outbound_reason(&error);
+                    let _ = reply.send(Err(NetError::Request { peer, protocol: "head", reason }));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error: InboundFailure::Io(e), .. }
+                if is_invalid_data(&e) =>
+            {
+                self.metrics.malformed_frames.inc();
+                self.strike(peer, Misbehaviour::MalformedFrame, 1);
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Multi-node tests of shoal-net. One binary (one link step) with one
+//! harness; each module is one area of the test list. A test
+//! crate's root resolves modules next to itself, hence the `path`s.
+
+#[path = "net/harness.rs"]
+mod harness;
+
+#[path = "net/announce.rs"]
+mod announce;
+#[path = "net/exchange.rs"]
+mod exchange;
+#[path = "net/head.rs"]
+mod head;
+#[path = "net/swarm.rs"]
+mod swarm;

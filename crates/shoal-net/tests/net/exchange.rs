@@ -1,0 +1,284 @@
+//! `/shoal/xchg/1.0.0`: held wants, cancels, caps, expiry, and a hostile
+//! peer that serves corrupted blocks or garbage frames.
+
+use std::time::{Duration, Instant};
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, SwarmBuilder,
+    core::{Transport, transport::MemoryTransport, upgrade::Version},
+    identity::Keypair,
+    multiaddr::Protocol,
+    noise, request_response,
+    swarm::SwarmEvent,
+    yamux,
+};
+use prost::Message;
+use shoal_core::{BlockCid, VerifiedBlock};
+use shoal_net::{EXCHANGE_PROTOCOL, Misbehaviour, NetConfig, NetError, TransportKind};
+use shoal_proto::v1 as pb;
+
+use crate::harness::{TestNet, TestNode, wait_for};
+
+fn block(tag: &str) -> VerifiedBlock {
+    VerifiedBlock::from_content(format!("block {tag} ").repeat(1000).into_bytes().into())
+}
+
+async fn pair(tweak: impl Fn(usize, &mut NetConfig)) -> TestNet {
+    let net = TestNet::spawn_with(2, TransportKind::Memory, 7, tweak).await;
+    let c = net.nodes[1].client.clone();
+    let server = net.nodes[0].peer_id;
+    wait_for("the pair connects", Duration::from_secs(5), || {
+        let c = c.clone();
+        async move { c.status().await.unwrap().connected.contains(&server) }
+    })
+    .await;
+    net
+}
+
+async fn held_count(n: &TestNode, want: usize) {
+    let c = n.client.clone();
+    wait_for(&format!("{want} held wants"), Duration::from_secs(5), || {
+        let c = c.clone();
+        async move { c.status().await.unwrap().held_wants == want }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_want_is_answered_when_the_block_arrives() {
+    let net = pair(|_, _| {}).await;
+    let (server, client) = (&net.nodes[0], &net.nodes[1]);
+    let (have, later, unknown) = (block("have"), block("later"), block("unknown"));
+    server.source.blocks.lock().unwrap().insert(have.cid(), have.clone());
+    server.source.expected.lock().unwrap().insert(later.cid());
+
+    // Held and not-expected wants answered at once, in one request.
+    let r = client.client.want_blocks(server.peer_id, &[have.cid(), unknown.cid()], 5_000).await.unwrap();
+    assert_eq!(r.blocks, vec![have.clone()]);
+    assert_eq!(r.dont_haves, vec![unknown.cid()], "not expected: dont-have now, not held");
+
+    let c = client.client.clone();
+    let (sp, lc) = (server.peer_id, later.cid());
+    let waiting = tokio::spawn(async move { (c.want_blocks(sp, &[lc], 5_000).await, Instant::now()) });
+    held_count(server, 1).await;
+    // The block shows up 300 ms later; the held want must be answered at once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.source.blocks.lock().unwrap().insert(later.cid(), later.clone());
+    let arrived = Instant::now();
+    server.client.block_available(later.clone()).await.unwrap();
+    let (resp, answered_at) = waiting.await.unwrap();
+    let resp = resp.unwrap();
+    assert_eq!(resp.blocks, vec![later]);
+    assert!(answered_at.duration_since(arrived) < Duration::from_millis(500), "answered {:?} after arrival", answered_at.duration_since(arrived));
+    let (s, c) = (server.client.metrics(), client.client.metrics());
+    assert_eq!((s.held_wants_answered, s.blocks_served, s.held_wants), (1, 2, 0));
+    assert_eq!((c.blocks_received, c.bad_blocks), (2, 0));
+    assert!(c.exchange_bytes.0 > 2 * 9_000, "response bytes counted: {:?}", c.exchange_bytes);
+
+    // Haves reach the other side as an event.
+    client.client.send_haves(server.peer_id, &[have.cid()]).await.unwrap();
+    let log = server.log.clone();
+    let have_cid = have.cid();
+    wait_for("PeerHaves", Duration::from_secs(5), || {
+        let log = log.clone();
+        async move { log.lock().unwrap().haves.iter().any(|(_, c)| c == &vec![have_cid]) }
+    })
+    .await;
+    net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_caps_and_expiry_hold() {
+    let net = pair(|i, c| {
+        if i == 0 {
+            c.held_wants_per_peer = 2;
+            c.held_wants_total = 3;
+            c.max_hold_ms = 400;
+        }
+    })
+    .await;
+    let (server, client) = (&net.nodes[0], &net.nodes[1]);
+    let future: Vec<VerifiedBlock> = (0..4).map(|i| block(&format!("future {i}"))).collect();
+    server.source.expected.lock().unwrap().extend(future.iter().map(|b| b.cid()));
+
+    // Cancel: the held request completes empty, and the block arriving
+    // afterwards is not sent.
+    let c = client.client.clone();
+    let (sp, cid0) = (server.peer_id, future[0].cid());
+    let waiting = tokio::spawn(async move { c.want_blocks(sp, &[cid0], 10_000).await });
+    held_count(server, 1).await;
+    client.client.cancel(server.peer_id, &[cid0]).await.unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(2), waiting).await.expect("cancel completes the request").unwrap().unwrap();
+    assert!(resp.blocks.is_empty() && resp.dont_haves.is_empty(), "{resp:?}");
+    held_count(server, 0).await;
+    server.client.block_available(future[0].clone()).await.unwrap();
+    let m = server.client.metrics();
+    assert_eq!((m.held_wants_cancelled, m.blocks_served, m.held_wants_answered), (1, 0, 0));
+
+    // Per-peer cap 2: of three wants two are held, one refused at once; the
+    // server's max hold (400 ms) overrides the 10 s asked for.
+    let cids: Vec<BlockCid> = future[1..4].iter().map(|b| b.cid()).collect();
+    let start = Instant::now();
+    let c = client.client.clone();
+    let cids2 = cids.clone();
+    let waiting = tokio::spawn(async move { c.want_blocks(sp, &cids2, 10_000).await });
+    held_count(server, 2).await;
+    assert_eq!(server.client.metrics().held_wants_refused, 1);
+    let resp = waiting.await.unwrap().unwrap();
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(380) && took < Duration::from_secs(3), "expiry after {took:?}");
+    let mut dont: Vec<_> = resp.dont_haves.clone();
+    dont.sort();
+    let mut want = cids.clone();
+    want.sort();
+    assert_eq!(dont, want, "refused and expired wants are answered dont-have");
+    let m = server.client.metrics();
+    assert_eq!((m.held_wants_expired, m.held_wants, m.held_wants_refused), (2, 0, 1));
+    net.shutdown().await;
+}
+
+/// Frame bodies a hostile peer answers with.
+#[derive(Clone, Default)]
+struct EvilCodec;
+
+impl request_response::Codec for EvilCodec {
+    type Protocol = StreamProtocol;
+    type Request = ();
+    type Response = Vec<u8>;
+
+    async fn read_request<T: AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<()> {
+        // Length prefix then body; the content does not matter here.
+        let mut len = 0usize;
+        let mut shift = 0;
+        loop {
+            let mut b = [0u8; 1];
+            io.read_exact(&mut b).await?;
+            len |= usize::from(b[0] & 0x7f) << shift;
+            shift += 7;
+            if b[0] & 0x80 == 0 {
+                break;
+            }
+        }
+        let mut body = vec![0u8; len];
+        io.read_exact(&mut body).await
+    }
+    async fn read_response<T: AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, _: &mut T) -> std::io::Result<Vec<u8>> {
+        unreachable!("the evil peer never asks")
+    }
+    async fn write_request<T: AsyncWrite + Unpin + Send>(&mut self, _: &StreamProtocol, _: &mut T, _: ()) -> std::io::Result<()> {
+        unreachable!("the evil peer never asks")
+    }
+    async fn write_response<T: AsyncWrite + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T, body: Vec<u8>) -> std::io::Result<()> {
+        let mut n = body.len();
+        let mut prefix = Vec::new();
+        while n >= 0x80 {
+            prefix.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        prefix.push(n as u8);
+        io.write_all(&prefix).await?;
+        io.write_all(&body).await?;
+        io.close().await
+    }
+}
+
+/// A peer that answers every exchange request with `next(i)` for the i-th request.
+async fn spawn_evil(next: impl Fn(usize) -> Vec<u8> + Send + 'static) -> (PeerId, Multiaddr) {
+    let mut swarm = SwarmBuilder::with_existing_identity(Keypair::generate_ed25519())
+        .with_tokio()
+        .with_other_transport(|key| {
+            Ok(MemoryTransport::default()
+                .upgrade(Version::V1)
+                .authenticate(noise::Config::new(key)?)
+                .multiplex(yamux::Config::default())
+                .boxed())
+        })
+        .unwrap()
+        .with_behaviour(|_| {
+            request_response::Behaviour::<EvilCodec>::new(
+                [(EXCHANGE_PROTOCOL, request_response::ProtocolSupport::Full)],
+                request_response::Config::default(),
+            )
+        })
+        .unwrap()
+        .build();
+    swarm.listen_on("/memory/0".parse().unwrap()).unwrap();
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            break address;
+        }
+    };
+    let peer = *swarm.local_peer_id();
+    tokio::spawn(async move {
+        let mut i = 0;
+        while let Some(ev) = swarm.next().await {
+            if let SwarmEvent::Behaviour(request_response::Event::Message {
+                message: request_response::Message::Request { channel, .. },
+                ..
+            }) = ev
+            {
+                let _ = swarm.behaviour_mut().send_response(channel, next(i));
+                i += 1;
+            }
+        }
+    });
+    (peer, addr.with(Protocol::P2p(peer)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_blocks_and_garbage_get_a_peer_banned() {
+    let net = TestNet::spawn_with(1, TransportKind::Memory, 9, |_, c| c.max_strikes = 3).await;
+    let victim = &net.nodes[0];
+    let good = block("good");
+    let cid = good.cid();
+    // Request 0 and 1: the right CID with flipped bytes. Request 2: garbage.
+    let (evil, addr) = spawn_evil(move |i| {
+        if i < 2 {
+            let mut data = good.data().to_vec();
+            data[10] ^= 0xff;
+            pb::ExchangeResponse {
+                blocks: vec![pb::Block { cid: cid.to_bytes().to_vec().into(), data: data.into() }],
+                ..Default::default()
+            }
+            .encode_to_vec()
+        } else {
+            vec![0xff; 64]
+        }
+    })
+    .await;
+    victim.client.dial(addr).await.unwrap();
+
+    for strike in 1..=2u32 {
+        let resp = victim.client.want_blocks(evil, &[cid], 0).await.unwrap();
+        assert!(resp.blocks.is_empty(), "a corrupted block must never be handed out");
+        assert_eq!(resp.bad_blocks, vec![cid]);
+        let m = victim.client.metrics();
+        assert_eq!((m.bad_blocks, m.blocks_received), (u64::from(strike), 0));
+    }
+    let err = victim.client.want_blocks(evil, &[cid], 0).await.unwrap_err();
+    assert!(matches!(err, NetError::Request { .. }), "{err}");
+    let log = victim.log.clone();
+    wait_for("third strike bans the peer", Duration::from_secs(5), || {
+        let log = log.clone();
+        async move { log.lock().unwrap().penalties.iter().any(|p| p.0 == evil && p.3) }
+    })
+    .await;
+    let penalties = victim.log.lock().unwrap().penalties.clone();
+    let reasons: Vec<_> = penalties.iter().map(|p| (p.1, p.2, p.3)).collect();
+    assert_eq!(
+        reasons,
+        vec![(Misbehaviour::BadBlock, 1, false), (Misbehaviour::BadBlock, 2, false), (Misbehaviour::MalformedFrame, 3, true)]
+    );
+    let c = victim.client.clone();
+    wait_for("banned peer disconnected", Duration::from_secs(5), || {
+        let c = c.clone();
+        async move { !c.status().await.unwrap().connected.contains(&evil) }
+    })
+    .await;
+    let m = victim.client.metrics();
+    assert_eq!((m.peers_banned, m.malformed_frames), (1, 1));
+    // And it stays out: a new request cannot reach it.
+    assert!(victim.client.want_blocks(evil, &[cid], 0).await.is_err());
+    net.shutdown().await;
+}
