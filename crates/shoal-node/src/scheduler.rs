@@ -1,0 +1,598 @@
+//! The fetch scheduler: which block to ask which peer for, and when.
+//!
+//! Sans-IO: inputs go in (a segment to fetch, a peer's HAVE, a block or
+//! DONT_HAVE arrived, a tick), actions come out ([`Action`]). Time is passed
+//! in, so tests drive it with a fake clock. Generic over the peer type so it
+//! knows nothing about libp2p.
+//!
+//! Policy, and the trade-offs behind it (docs/protocol.md §6 repeats them):
+//! - **Held wants down the gossip tree.** The first peer to forward us a
+//!   manifest (its *upstream*) is one hop closer to the publisher. We ask it
+//!   with a hold, so it answers the moment it has the block: no HAVE round
+//!   trip per hop, and each node downloads each block about once.
+//! - **Multi-source.** Blocks of one segment are spread over every peer that
+//!   announced HAVE or that is an upstream, by least expected finish time
+//!   (queued bytes ÷ measured rate), earliest deadline first.
+//! - **The origin is the last resort.** The publisher and providers are
+//!   ranked behind every relay; they are asked only when nobody else is known
+//!   to have or expect the block, or when a deadline is near.
+//! - **Duplicates only near the deadline.** A second peer is asked for the
+//!   same block only inside the hedge window before its deadline, which keeps
+//!   duplicate payload small.
+//! - **Slow and lying peers lose rank.** A request that times out, or a HAVE
+//!   that is not honoured, counts a stall against the peer.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    hash::Hash,
+    time::{Duration, Instant},
+};
+
+use shoal_core::{BlockCid, BlockRef};
+
+/// Tunables. Defaults suit 1–2 s segments at a few Mbit/s.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Most requests outstanding at one peer; more queue at the scheduler.
+    pub max_inflight_per_peer: usize,
+    /// Most blocks tracked at once; beyond this the oldest segments are
+    /// given up (bounds memory when a stream outruns the network).
+    pub max_tracked_blocks: usize,
+    /// Most peers remembered per block as holders.
+    pub max_holders_per_block: usize,
+    /// How long a peer may hold our want waiting for the block.
+    pub max_hold: Duration,
+    /// Inside this window before a block's deadline, a second peer may be
+    /// asked for it.
+    pub hedge_window: Duration,
+    /// Rate assumed for a peer we have not measured yet (bytes/s).
+    pub initial_rate_bps: f64,
+    /// Extra time allowed on every request beyond the transfer estimate.
+    pub base_timeout: Duration,
+    /// Stalls after which a peer is only used when nobody else can serve.
+    pub stall_limit: u32,
+    /// How long a DONT_HAVE (or a timeout) keeps a peer from being asked for
+    /// that block again. Short: a relay that lacked a block a moment ago
+    /// usually has it now.
+    pub refuse_ttl: Duration,
+    /// A want held by a peer that does not have the block yet moves to a
+    /// peer that announced HAVE once it has waited this long. Shorter means
+    /// lower latency behind slow relays, longer means less churn (the held
+    /// peer is usually about to receive the block).
+    pub switch_after: Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            max_inflight_per_peer: 8,
+            max_tracked_blocks: 4096,
+            max_holders_per_block: 8,
+            max_hold: Duration::from_secs(5),
+            hedge_window: Duration::from_millis(800),
+            initial_rate_bps: 1_000_000.0,
+            base_timeout: Duration::from_millis(500),
+            stall_limit: 3,
+            refuse_ttl: Duration::from_millis(300),
+            switch_after: Duration::from_millis(250),
+        }
+    }
+}
+
+/// What the scheduler wants done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action<P> {
+    /// Send a want-block (with `send_dont_have`) to `peer`, which may hold it
+    /// up to `hold`.
+    Want {
+        /// Whom to ask.
+        peer: P,
+        /// The block.
+        cid: BlockCid,
+        /// How long the peer may hold the want.
+        hold: Duration,
+    },
+    /// Tell `peer` we no longer need `cid` (someone else delivered it).
+    Cancel {
+        /// Whom.
+        peer: P,
+        /// The block.
+        cid: BlockCid,
+    },
+    /// Every block of the segment has arrived (verified by the caller).
+    SegmentComplete {
+        /// The segment's seq.
+        seq: u64,
+    },
+    /// The segment missed its deadline and is dropped.
+    GiveUp {
+        /// The segment's seq.
+        seq: u64,
+        /// Blocks still missing.
+        missing: usize,
+    },
+    /// We now hold `cid`: tell our neighbours (not the whole swarm).
+    AnnounceHave {
+        /// The block.
+        cid: BlockCid,
+    },
+}
+
+#[derive(Debug)]
+struct Request<P> {
+    peer: P,
+    sent: Instant,
+    timeout: Instant,
+}
+
+#[derive(Debug)]
+struct BlockState<P> {
+    seq: u64,
+    size: u32,
+    deadline: Instant,
+    holders: Vec<P>,
+    requests: Vec<Request<P>>,
+    refused: BTreeMap<P, Instant>,
+}
+
+#[derive(Debug)]
+struct SegmentState {
+    deadline: Instant,
+    missing: usize,
+}
+
+#[derive(Debug)]
+struct PeerState {
+    origin: bool,
+    inflight: usize,
+    queued_bytes: u64,
+    rate_bps: f64,
+    stalls: u32,
+    received_bytes: u64,
+}
+
+/// Counters, for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SchedulerStats {
+    /// Wants sent.
+    pub wants_sent: u64,
+    /// Wants sent as hedges (a second peer for the same block).
+    pub hedges: u64,
+    /// Blocks that arrived and were needed.
+    pub blocks_received: u64,
+    /// Bytes of blocks that arrived and were needed.
+    pub payload_bytes: u64,
+    /// Blocks that arrived after another copy (duplicates).
+    pub duplicate_blocks: u64,
+    /// Bytes of duplicates.
+    pub duplicate_bytes: u64,
+    /// Requests that timed out.
+    pub timeouts: u64,
+    /// Segments completed.
+    pub segments_complete: u64,
+    /// Segments given up.
+    pub segments_given_up: u64,
+    /// Bytes received from origin peers (publisher/providers).
+    pub origin_bytes: u64,
+}
+
+/// The scheduler. See the module docs for the policy.
+#[derive(Debug)]
+pub struct Scheduler<P> {
+    cfg: SchedulerConfig,
+    blocks: HashMap<BlockCid, BlockState<P>>,
+    /// Blocks that still need a request, earliest deadline first.
+    pending: BTreeSet<(Instant, BlockCid)>,
+    segments: BTreeMap<u64, SegmentState>,
+    upstream: HashMap<u64, P>,
+    peers: HashMap<P, PeerState>,
+    /// Recently completed blocks, to recognise duplicates (bounded).
+    done: VecDeque<BlockCid>,
+    done_set: BTreeSet<BlockCid>,
+    actions: VecDeque<Action<P>>,
+    stats: SchedulerStats,
+}
+
+/// How many completed CIDs are remembered to count late duplicates.
+const DONE_MEMORY: usize = 4096;
+
+impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
+    /// A scheduler with `cfg`.
+    pub fn new(cfg: SchedulerConfig) -> Self {
+        Self {
+            cfg,
+            blocks: HashMap::new(),
+            pending: BTreeSet::new(),
+            segments: BTreeMap::new(),
+            upstream: HashMap::new(),
+            peers: HashMap::new(),
+            done: VecDeque::new(),
+            done_set: BTreeSet::new(),
+            actions: VecDeque::new(),
+            stats: SchedulerStats::default(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> SchedulerStats {
+        self.stats
+    }
+
+    /// Blocks currently tracked.
+    pub fn tracked_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Bytes received from `peer` that were needed.
+    pub fn received_from(&self, peer: &P) -> u64 {
+        self.peers.get(peer).map_or(0, |p| p.received_bytes)
+    }
+
+    /// Next action, if any.
+    pub fn poll_action(&mut self) -> Option<Action<P>> {
+        self.actions.pop_front()
+    }
+
+    /// A peer is connected and may be asked. `origin` marks the publisher or
+    /// a provider, used only as a last resort.
+    pub fn peer_connected(&mut self, peer: P, origin: bool) {
+        let rate_bps = self.cfg.initial_rate_bps;
+        self.peers.entry(peer).and_modify(|p| p.origin |= origin).or_insert(PeerState {
+            origin,
+            inflight: 0,
+            queued_bytes: 0,
+            rate_bps,
+            stalls: 0,
+            received_bytes: 0,
+        });
+    }
+
+    /// A peer went away: everything asked of it is re-planned.
+    pub fn peer_disconnected(&mut self, peer: &P, now: Instant) {
+        self.peers.remove(peer);
+        self.upstream.retain(|_, p| p != peer);
+        let mut replan = Vec::new();
+        for (cid, b) in &mut self.blocks {
+            b.holders.retain(|h| h != peer);
+            let before = b.requests.len();
+            b.requests.retain(|r| r.peer != *peer);
+            if b.requests.len() != before && b.requests.is_empty() {
+                replan.push((b.deadline, *cid));
+            }
+        }
+        self.pending.extend(replan);
+        self.dispatch(now);
+    }
+
+    /// A segment's manifest was accepted: fetch its blocks by `deadline`.
+    /// `upstream` is the peer that forwarded the manifest first, if any.
+    /// Blocks already held (per `have`) are not fetched.
+    pub fn add_segment(
+        &mut self,
+        seq: u64,
+        blocks: &[BlockRef],
+        deadline: Instant,
+        upstream: Option<P>,
+        have: impl Fn(&BlockCid) -> bool,
+        now: Instant,
+    ) {
+        if self.segments.contains_key(&seq) {
+            return;
+        }
+        let needed: Vec<&BlockRef> =
+            blocks.iter().filter(|b| !have(&b.cid) && !self.blocks.contains_key(&b.cid)).collect();
+        if needed.is_empty() {
+            self.actions.push_back(Action::SegmentComplete { seq });
+            self.stats.segments_complete += 1;
+            return;
+        }
+        // Bound memory: drop the oldest segments if this one would not fit.
+        while self.blocks.len() + needed.len() > self.cfg.max_tracked_blocks {
+            let Some((&old, _)) = self.segments.iter().next() else { break };
+            self.give_up(old);
+        }
+        if let Some(u) = upstream {
+            self.upstream.insert(seq, u);
+        }
+        self.segments.insert(seq, SegmentState { deadline, missing: needed.len() });
+        for b in needed {
+            self.blocks.insert(
+                b.cid,
+                BlockState {
+                    seq,
+                    size: b.size,
+                    deadline,
+                    holders: Vec::new(),
+                    requests: Vec::new(),
+                    refused: BTreeMap::new(),
+                },
+            );
+            self.pending.insert((deadline, b.cid));
+        }
+        self.dispatch(now);
+    }
+
+    /// `peer` announced it holds `cid`.
+    pub fn on_have(&mut self, peer: P, cid: BlockCid, now: Instant) {
+        let max = self.cfg.max_holders_per_block;
+        let Some(b) = self.blocks.get_mut(&cid) else { return };
+        b.refused.remove(&peer);
+        if !b.holders.contains(&peer) && b.holders.len() < max {
+            b.holders.push(peer.clone());
+        }
+        self.maybe_switch(cid, now);
+        let b = &self.blocks[&cid];
+        if b.requests.is_empty() {
+            self.pending.insert((b.deadline, cid));
+        }
+        self.dispatch(now);
+    }
+
+    /// A verified block arrived from `peer`.
+    pub fn on_block(&mut self, peer: &P, cid: BlockCid, now: Instant) {
+        let Some(b) = self.blocks.remove(&cid) else {
+            if self.done_set.contains(&cid) {
+                self.stats.duplicate_blocks += 1;
+                // Size unknown here; the caller adds bytes via on_duplicate_bytes.
+            }
+            if let Some(p) = self.peers.get_mut(peer) {
+                p.inflight = p.inflight.saturating_sub(1);
+            }
+            return;
+        };
+        self.pending.remove(&(b.deadline, cid));
+        self.stats.blocks_received += 1;
+        self.stats.payload_bytes += u64::from(b.size);
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.received_bytes += u64::from(b.size);
+            if p.origin {
+                self.stats.origin_bytes += u64::from(b.size);
+            }
+        }
+        for r in &b.requests {
+            let size = u64::from(b.size);
+            if let Some(p) = self.peers.get_mut(&r.peer) {
+                p.inflight = p.inflight.saturating_sub(1);
+                p.queued_bytes = p.queued_bytes.saturating_sub(size);
+                if r.peer == *peer {
+                    // Rate from when the want went out; a held want inflates
+                    // the time, which only makes the estimate conservative.
+                    let secs = now.saturating_duration_since(r.sent).as_secs_f64().max(0.001);
+                    p.rate_bps = 0.7 * p.rate_bps + 0.3 * (size as f64 / secs);
+                }
+            }
+            if r.peer != *peer {
+                self.actions.push_back(Action::Cancel { peer: r.peer.clone(), cid });
+            }
+        }
+        self.remember_done(cid);
+        self.actions.push_back(Action::AnnounceHave { cid });
+        if let Some(seg) = self.segments.get_mut(&b.seq) {
+            seg.missing -= 1;
+            if seg.missing == 0 {
+                self.segments.remove(&b.seq);
+                self.upstream.remove(&b.seq);
+                self.stats.segments_complete += 1;
+                self.actions.push_back(Action::SegmentComplete { seq: b.seq });
+            }
+        }
+        self.dispatch(now);
+    }
+
+    /// Adds `bytes` of a duplicate block to the counters (the caller knows
+    /// the size; the scheduler already forgot the block).
+    pub fn on_duplicate_bytes(&mut self, bytes: u64) {
+        self.stats.duplicate_bytes += bytes;
+    }
+
+    /// `peer` does not have `cid` (DONT_HAVE, an error, or a refused request).
+    pub fn on_dont_have(&mut self, peer: &P, cid: BlockCid, now: Instant) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.inflight = p.inflight.saturating_sub(1);
+        }
+        let Some(b) = self.blocks.get_mut(&cid) else { return };
+        if let Some(i) = b.requests.iter().position(|r| r.peer == *peer) {
+            b.requests.remove(i);
+            if let Some(p) = self.peers.get_mut(peer) {
+                p.queued_bytes = p.queued_bytes.saturating_sub(u64::from(b.size));
+            }
+        }
+        b.holders.retain(|h| h != peer);
+        b.refused.insert(peer.clone(), now);
+        if b.requests.is_empty() {
+            self.pending.insert((b.deadline, cid));
+        }
+        self.dispatch(now);
+    }
+
+    /// Advance time: time out requests, hedge near deadlines, give up on
+    /// segments past their deadline.
+    pub fn tick(&mut self, now: Instant) {
+        let expired: Vec<u64> = self.segments.iter().filter(|(_, s)| now >= s.deadline).map(|(q, _)| *q).collect();
+        for seq in expired {
+            self.give_up(seq);
+        }
+        let mut replan = Vec::new();
+        let mut stalled = Vec::new();
+        for (cid, b) in &mut self.blocks {
+            let (late, live): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut b.requests).into_iter().partition(|r| now >= r.timeout);
+            b.requests = live;
+            for r in late {
+                // A peer that did not deliver in time is not asked for this
+                // block again, and loses rank for every block.
+                b.refused.insert(r.peer.clone(), now);
+                b.holders.retain(|h| *h != r.peer);
+                stalled.push((r.peer, b.size));
+            }
+            let hedge = b.requests.len() == 1 && now + self.cfg.hedge_window >= b.deadline;
+            if b.requests.is_empty() || hedge {
+                replan.push((b.deadline, *cid));
+            }
+        }
+        for (peer, size) in stalled {
+            self.stats.timeouts += 1;
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.stalls += 1;
+                p.inflight = p.inflight.saturating_sub(1);
+                p.queued_bytes = p.queued_bytes.saturating_sub(u64::from(size));
+            }
+        }
+        self.pending.extend(replan);
+        let cids: Vec<BlockCid> = self.blocks.keys().copied().collect();
+        for cid in cids {
+            self.maybe_switch(cid, now);
+        }
+        self.dispatch(now);
+    }
+
+    /// Moves a want that a peer is only *holding* (it does not have the block
+    /// yet) to a peer that announced HAVE, once it has waited `switch_after`.
+    /// The held want is cancelled: at most a want message is wasted.
+    fn maybe_switch(&mut self, cid: BlockCid, now: Instant) {
+        let Some(b) = self.blocks.get(&cid) else { return };
+        let [req] = b.requests.as_slice() else { return };
+        if b.holders.contains(&req.peer) || now.saturating_duration_since(req.sent) < self.cfg.switch_after {
+            return;
+        }
+        let has_holder = b.holders.iter().any(|h| self.rank(h, b, now).is_some_and(|(class, _)| class == 0));
+        if !has_holder {
+            return;
+        }
+        let size = u64::from(b.size);
+        let deadline = b.deadline;
+        if let Some(b) = self.blocks.get_mut(&cid) {
+            let old = b.requests.remove(0);
+            if let Some(p) = self.peers.get_mut(&old.peer) {
+                p.inflight = p.inflight.saturating_sub(1);
+                p.queued_bytes = p.queued_bytes.saturating_sub(size);
+            }
+            self.actions.push_back(Action::Cancel { peer: old.peer, cid });
+            self.pending.insert((deadline, cid));
+        }
+    }
+
+    fn remember_done(&mut self, cid: BlockCid) {
+        if self.done.len() == DONE_MEMORY
+            && let Some(old) = self.done.pop_front()
+        {
+            self.done_set.remove(&old);
+        }
+        self.done.push_back(cid);
+        self.done_set.insert(cid);
+    }
+
+    fn give_up(&mut self, seq: u64) {
+        let Some(seg) = self.segments.remove(&seq) else { return };
+        self.upstream.remove(&seq);
+        let cids: Vec<BlockCid> = self.blocks.iter().filter(|(_, b)| b.seq == seq).map(|(c, _)| *c).collect();
+        for cid in cids {
+            if let Some(b) = self.blocks.remove(&cid) {
+                self.pending.remove(&(b.deadline, cid));
+                for r in b.requests {
+                    if let Some(p) = self.peers.get_mut(&r.peer) {
+                        p.inflight = p.inflight.saturating_sub(1);
+                        p.queued_bytes = p.queued_bytes.saturating_sub(u64::from(b.size));
+                    }
+                    self.actions.push_back(Action::Cancel { peer: r.peer, cid });
+                }
+            }
+        }
+        self.stats.segments_given_up += 1;
+        self.actions.push_back(Action::GiveUp { seq, missing: seg.missing });
+    }
+
+    /// Ranks a candidate for a block: lower is better, `None` if it cannot
+    /// take another request now. Classes: 0 a relay that announced HAVE;
+    /// 1 the segment's upstream (closest to the publisher, even when it is
+    /// the publisher: first-hop nodes have no one else); 2 another channel
+    /// neighbour (it holds our want until it has the block); 3 a relay that
+    /// stalled too often; 4 an origin. Within a class, least expected finish.
+    fn rank(&self, peer: &P, b: &BlockState<P>, now: Instant) -> Option<(u8, u64)> {
+        let p = self.peers.get(peer)?;
+        if p.inflight >= self.cfg.max_inflight_per_peer
+            || b.refused.get(peer).is_some_and(|t| now.saturating_duration_since(*t) < self.cfg.refuse_ttl)
+            || b.requests.iter().any(|r| r.peer == *peer)
+        {
+            return None;
+        }
+        let upstream = self.upstream.get(&b.seq) == Some(peer);
+        let class = if p.stalls >= self.cfg.stall_limit {
+            if p.origin { 4 } else { 3 }
+        } else if upstream {
+            1
+        } else if p.origin {
+            4
+        } else if b.holders.contains(peer) {
+            0
+        } else {
+            2
+        };
+        let finish_us = ((p.queued_bytes + u64::from(b.size)) as f64 / p.rate_bps.max(1.0) * 1e6) as u64;
+        Some((class, finish_us))
+    }
+
+    fn choose(&self, b: &BlockState<P>, now: Instant) -> Option<P> {
+        let near_deadline = now + self.cfg.hedge_window >= b.deadline;
+        let best = self.peers.keys().filter_map(|id| self.rank(id, b, now).map(|r| (r, id))).min();
+        match best {
+            // An origin only when nobody else could take it, even later.
+            Some(((4, _), id)) if !near_deadline => {
+                let relay_busy = self.peers.iter().any(|(pid, ps)| {
+                    !ps.origin && !b.refused.contains_key(pid) && ps.inflight >= self.cfg.max_inflight_per_peer
+                });
+                (!relay_busy).then(|| id.clone())
+            }
+            Some((_, id)) => Some(id.clone()),
+            None if near_deadline => {
+                // Past hope elsewhere: an origin that refused earlier (its
+                // first-copies cap) serves stragglers.
+                self.peers
+                    .iter()
+                    .filter(|(id, s)| {
+                        s.origin
+                            && s.inflight < self.cfg.max_inflight_per_peer
+                            && !b.requests.iter().any(|r| r.peer == **id)
+                    })
+                    .map(|(id, _)| id)
+                    .min()
+                    .cloned()
+            }
+            None => None,
+        }
+    }
+
+    fn dispatch(&mut self, now: Instant) {
+        let mut waiting = Vec::new();
+        while let Some((deadline, cid)) = self.pending.pop_first() {
+            let Some(b) = self.blocks.get(&cid) else { continue };
+            if b.requests.len() >= 2 {
+                continue;
+            }
+            let Some(peer) = self.choose(b, now) else {
+                waiting.push((deadline, cid));
+                continue;
+            };
+            let hedge = !b.requests.is_empty();
+            let size = u64::from(b.size);
+            let hold = b.deadline.saturating_duration_since(now).min(self.cfg.max_hold);
+            let Some(p) = self.peers.get_mut(&peer) else { continue };
+            p.inflight += 1;
+            p.queued_bytes += size;
+            let transfer = Duration::from_secs_f64(p.queued_bytes as f64 / p.rate_bps.max(1.0));
+            let timeout = now + hold + transfer + self.cfg.base_timeout;
+            if let Some(b) = self.blocks.get_mut(&cid) {
+                b.requests.push(Request { peer: peer.clone(), sent: now, timeout });
+            }
+            self.stats.wants_sent += 1;
+            if hedge {
+                self.stats.hedges += 1;
+            }
+            self.actions.push_back(Action::Want { peer, cid, hold });
+        }
+        self.pending.extend(waiting);
+    }
+}
+
+#[cfg(test)]
+mod tests;

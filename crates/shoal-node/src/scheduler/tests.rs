@@ -1,0 +1,236 @@
+use std::time::{Duration, Instant};
+
+use shoal_core::{BlockCid, BlockRef};
+
+use super::*;
+
+type P = &'static str;
+
+fn blocks(seq: u64, n: usize) -> Vec<BlockRef> {
+    (0..n).map(|i| BlockRef { cid: BlockCid::of(&[seq as u8, i as u8]), size: 100_000 }).collect()
+}
+
+fn drain(s: &mut Scheduler<P>) -> Vec<Action<P>> {
+    std::iter::from_fn(|| s.poll_action()).collect()
+}
+
+fn wants(actions: &[Action<P>]) -> Vec<(P, BlockCid)> {
+    actions
+        .iter()
+        .filter_map(|a| if let Action::Want { peer, cid, .. } = a { Some((*peer, *cid)) } else { None })
+        .collect()
+}
+
+fn none(_: &BlockCid) -> bool {
+    false
+}
+
+#[test]
+fn spreads_a_segment_over_every_holder() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    for p in ["a", "b", "c", "d"] {
+        s.peer_connected(p, false);
+    }
+    let bl = blocks(1, 8);
+    // Everyone has everything: announce before the manifest lands.
+    s.add_segment(1, &bl, t0 + Duration::from_secs(3), None, none, t0);
+    let first = drain(&mut s);
+    for b in &bl {
+        for p in ["a", "b", "c", "d"] {
+            s.on_have(p, b.cid, t0);
+        }
+    }
+    let later = drain(&mut s);
+    let all: Vec<_> = wants(&first).into_iter().chain(wants(&later)).collect();
+    assert_eq!(all.len(), 8, "one want per block, no duplicates: {all:?}");
+    for p in ["a", "b", "c", "d"] {
+        let n = all.iter().filter(|(q, _)| *q == p).count();
+        assert_eq!(n, 2, "peer {p} got {n} of 8 wants; expected an even spread");
+    }
+}
+
+#[test]
+fn upstream_is_asked_with_a_hold_and_origin_is_not() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.peer_connected("publisher", true);
+    s.peer_connected("up", false);
+    s.add_segment(1, &blocks(1, 3), t0 + Duration::from_secs(3), Some("up"), none, t0);
+    let a = drain(&mut s);
+    let w = wants(&a);
+    assert_eq!(w.len(), 3);
+    assert!(w.iter().all(|(p, _)| *p == "up"), "{w:?}");
+    assert!(a.iter().all(|x| !matches!(x, Action::Want { hold, .. } if *hold == Duration::ZERO)));
+}
+
+#[test]
+fn origin_only_as_last_resort() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.peer_connected("publisher", true);
+    s.peer_connected("relay", false);
+    let bl = blocks(1, 1);
+    s.add_segment(1, &bl, t0 + Duration::from_secs(3), None, none, t0);
+    // The relay is a channel neighbour, so it is asked (with a hold) first.
+    assert_eq!(wants(&drain(&mut s)), vec![("relay", bl[0].cid)]);
+    // It does not have it and does not expect it: now the origin.
+    s.on_dont_have(&"relay", bl[0].cid, t0 + Duration::from_millis(10));
+    assert_eq!(wants(&drain(&mut s)), vec![("publisher", bl[0].cid)]);
+    s.on_block(&"publisher", bl[0].cid, t0 + Duration::from_millis(50));
+    let a = drain(&mut s);
+    assert!(a.contains(&Action::SegmentComplete { seq: 1 }));
+    assert!(a.contains(&Action::AnnounceHave { cid: bl[0].cid }));
+    assert_eq!(s.stats().origin_bytes, 100_000);
+}
+
+#[test]
+fn first_hop_node_asks_the_publisher_it_heard_from() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.peer_connected("publisher", true);
+    s.add_segment(1, &blocks(1, 2), t0 + Duration::from_secs(3), Some("publisher"), none, t0);
+    assert_eq!(wants(&drain(&mut s)).len(), 2);
+}
+
+#[test]
+fn slow_peer_is_re_requested_elsewhere_and_loses_rank() {
+    let t0 = Instant::now();
+    let cfg = SchedulerConfig { max_hold: Duration::from_millis(200), ..SchedulerConfig::default() };
+    let mut s = Scheduler::new(cfg);
+    s.peer_connected("slow", false);
+    s.peer_connected("fast", false);
+    let bl = blocks(1, 1);
+    s.add_segment(1, &bl, t0 + Duration::from_secs(10), None, none, t0);
+    s.on_have("slow", bl[0].cid, t0);
+    s.on_have("fast", bl[0].cid, t0);
+    let first = wants(&drain(&mut s));
+    assert_eq!(first.len(), 1);
+    let (asked, cid) = first[0];
+    // Nothing arrives. After hold + transfer estimate + base timeout the
+    // request times out and goes to the other holder.
+    s.tick(t0 + Duration::from_millis(100));
+    assert!(wants(&drain(&mut s)).is_empty(), "no re-request before the timeout");
+    s.tick(t0 + Duration::from_secs(2));
+    let second = wants(&drain(&mut s));
+    let other = if asked == "slow" { "fast" } else { "slow" };
+    assert_eq!(second, vec![(other, cid)]);
+    assert_eq!(s.stats().timeouts, 1);
+    s.on_block(&other, cid, t0 + Duration::from_millis(2100));
+    assert!(drain(&mut s).contains(&Action::SegmentComplete { seq: 1 }));
+}
+
+#[test]
+fn hedges_only_inside_the_deadline_window() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default()); // hedge window 800 ms
+    s.peer_connected("a", false);
+    s.peer_connected("b", false);
+    let bl = blocks(1, 1);
+    let deadline = t0 + Duration::from_secs(2);
+    s.add_segment(1, &bl, deadline, None, none, t0);
+    s.on_have("a", bl[0].cid, t0);
+    s.on_have("b", bl[0].cid, t0);
+    assert_eq!(wants(&drain(&mut s)).len(), 1);
+    s.tick(t0 + Duration::from_millis(1100));
+    assert!(wants(&drain(&mut s)).is_empty(), "1.1 s: still outside the hedge window");
+    s.tick(t0 + Duration::from_millis(1300));
+    assert_eq!(wants(&drain(&mut s)).len(), 1, "1.3 s: inside the window, one hedge");
+    assert_eq!(s.stats().hedges, 1);
+    s.tick(t0 + Duration::from_millis(1400));
+    assert!(wants(&drain(&mut s)).is_empty(), "never more than two requests per block");
+}
+
+#[test]
+fn delivery_cancels_the_other_request() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.peer_connected("a", false);
+    s.peer_connected("b", false);
+    let bl = blocks(1, 1);
+    s.add_segment(1, &bl, t0 + Duration::from_millis(500), None, none, t0);
+    s.on_have("a", bl[0].cid, t0);
+    s.on_have("b", bl[0].cid, t0);
+    // Inside the hedge window from the start: both are asked.
+    let w = wants(&drain(&mut s));
+    s.tick(t0 + Duration::from_millis(1));
+    let w2 = wants(&drain(&mut s));
+    assert_eq!(w.len() + w2.len(), 2);
+    s.on_block(&"a", bl[0].cid, t0 + Duration::from_millis(100));
+    let a = drain(&mut s);
+    assert!(a.contains(&Action::Cancel { peer: "b", cid: bl[0].cid }), "{a:?}");
+    // b's copy arrives anyway: counted as a duplicate.
+    s.on_block(&"b", bl[0].cid, t0 + Duration::from_millis(110));
+    s.on_duplicate_bytes(100_000);
+    assert_eq!(s.stats().duplicate_blocks, 1);
+    assert_eq!(s.stats().duplicate_bytes, 100_000);
+    assert_eq!(s.stats().payload_bytes, 100_000);
+}
+
+#[test]
+fn a_missed_deadline_gives_up_cleanly() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.peer_connected("a", false);
+    let bl = blocks(1, 3);
+    s.add_segment(1, &bl, t0 + Duration::from_secs(1), Some("a"), none, t0);
+    let w = wants(&drain(&mut s));
+    s.on_block(&"a", w[0].1, t0 + Duration::from_millis(100));
+    drain(&mut s);
+    s.tick(t0 + Duration::from_secs(1));
+    let a = drain(&mut s);
+    assert!(a.contains(&Action::GiveUp { seq: 1, missing: 2 }), "{a:?}");
+    let cancels = a.iter().filter(|x| matches!(x, Action::Cancel { .. })).count();
+    assert_eq!(cancels, 2, "outstanding wants are cancelled");
+    assert_eq!(s.tracked_blocks(), 0);
+    // The next segment is unaffected.
+    s.add_segment(2, &blocks(2, 1), t0 + Duration::from_secs(3), Some("a"), none, t0 + Duration::from_secs(1));
+    assert_eq!(wants(&drain(&mut s)).len(), 1);
+}
+
+#[test]
+fn have_moves_a_held_want_to_the_holder() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.peer_connected("up", false);
+    s.peer_connected("sib", false);
+    let bl = blocks(1, 1);
+    s.add_segment(1, &bl, t0 + Duration::from_secs(3), Some("up"), none, t0);
+    assert_eq!(wants(&drain(&mut s)), vec![("up", bl[0].cid)]);
+    s.on_have("sib", bl[0].cid, t0 + Duration::from_millis(20));
+    assert!(wants(&drain(&mut s)).is_empty(), "the held want gets switch_after to be answered");
+    s.tick(t0 + Duration::from_millis(300));
+    let a = drain(&mut s);
+    assert!(a.contains(&Action::Cancel { peer: "up", cid: bl[0].cid }), "{a:?}");
+    assert_eq!(wants(&a), vec![("sib", bl[0].cid)]);
+}
+
+#[test]
+fn memory_is_bounded_by_dropping_the_oldest_segment() {
+    let t0 = Instant::now();
+    let cfg = SchedulerConfig { max_tracked_blocks: 10, ..SchedulerConfig::default() };
+    let mut s = Scheduler::new(cfg);
+    s.peer_connected("a", false);
+    for seq in 0..5 {
+        s.add_segment(seq, &blocks(seq, 4), t0 + Duration::from_secs(10), None, none, t0);
+    }
+    assert!(s.tracked_blocks() <= 10);
+    let gave_up: Vec<u64> = drain(&mut s)
+        .into_iter()
+        .filter_map(|a| if let Action::GiveUp { seq, .. } = a { Some(seq) } else { None })
+        .collect();
+    assert_eq!(gave_up, vec![0, 1, 2]);
+}
+
+#[test]
+fn disconnect_re_plans_outstanding_wants() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.peer_connected("a", false);
+    s.peer_connected("b", false);
+    let bl = blocks(1, 1);
+    s.add_segment(1, &bl, t0 + Duration::from_secs(3), Some("a"), none, t0);
+    assert_eq!(wants(&drain(&mut s)), vec![("a", bl[0].cid)]);
+    s.peer_disconnected(&"a", t0 + Duration::from_millis(5));
+    assert_eq!(wants(&drain(&mut s)), vec![("b", bl[0].cid)]);
+}

@@ -1,0 +1,205 @@
+//! Harness for the end-to-end suites: spawns real `shoal node` processes on
+//! loopback, each with its own data dir, and talks to them the way a user
+//! does (the CLI and the local API). No mocks.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+/// The `shoal` binary built for this test run (`target/<profile>/shoal`).
+/// `.ci/test` builds it before the suites run.
+pub fn shoal_bin() -> PathBuf {
+    // Test executables live in target/<profile>/deps/.
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let bin = profile_dir.join("shoal");
+    assert!(bin.exists(), "{} is missing: run `cargo build -p shoal-cli` before the end-to-end suites", bin.display());
+    bin
+}
+
+/// Polls `pred` every 50 ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut pred: impl FnMut() -> Option<T>) -> Result<T> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = pred() {
+            return Ok(v);
+        }
+        if Instant::now() >= end {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A minimal HTTP/1.0 request to the local API; returns (status, body).
+pub fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\n\r\n")?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let status: u16 = raw.split_whitespace().nth(1).context("no status line")?.parse()?;
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A running `shoal node` process.
+#[derive(Debug)]
+pub struct NodeProc {
+    /// Its name in test output.
+    pub name: String,
+    /// Its data dir.
+    pub data_dir: PathBuf,
+    /// Peer id.
+    pub peer_id: String,
+    /// Full dialable address with `/p2p/`.
+    pub addr: String,
+    /// API address.
+    pub api: SocketAddr,
+    /// API token.
+    pub token: String,
+    child: Child,
+}
+
+/// Writes a test config: loopback only, no mDNS, Kademlia server mode.
+pub fn write_test_config(data_dir: &Path) -> Result<PathBuf> {
+    let path = data_dir.join("test-config.toml");
+    std::fs::write(&path, "[net]\nmdns = false\nkad_server_mode = true\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n")?;
+    Ok(path)
+}
+
+impl NodeProc {
+    /// `shoal init` (first time) then `shoal node` with `bootstrap`.
+    pub fn start(name: &str, data_dir: &Path, bootstrap: &[&str]) -> Result<Self> {
+        std::fs::create_dir_all(data_dir)?;
+        if !data_dir.join("identity.key").exists() {
+            let out = Command::new(shoal_bin()).args(["init", "--data-dir"]).arg(data_dir).output()?;
+            if !out.status.success() {
+                bail!("shoal init failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        let config = write_test_config(data_dir)?;
+        let log = std::fs::File::create(data_dir.join("node.log"))?;
+        let mut cmd = Command::new(shoal_bin());
+        cmd.args(["node", "--api", "127.0.0.1:0", "--data-dir"]).arg(data_dir).arg("--config").arg(&config);
+        for b in bootstrap {
+            cmd.args(["--bootstrap", b]);
+        }
+        cmd.env("SHOAL_LOG", "info,shoal_net=debug,shoal_node=debug,libp2p=warn").stdout(Stdio::piped()).stderr(log);
+        let mut child = cmd.spawn().context("spawn shoal node")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        // Read stdout on a thread (and keep draining it, so the node never
+        // blocks on a full pipe); wait for the start lines with a deadline.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(64);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.try_send(line);
+            }
+        });
+        let (mut peer_id, mut addr, mut api) = (None, None, None);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while api.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = rx.recv_timeout(left) else { break };
+            if let Some(v) = line.strip_prefix("peer id: ") {
+                peer_id = Some(v.to_owned());
+            } else if let Some(v) = line.strip_prefix("listening: ") {
+                if v.contains("127.0.0.1") && addr.is_none() {
+                    addr = Some(v.to_owned());
+                }
+            } else if let Some(v) = line.strip_prefix("api: http://") {
+                api = Some(v.parse()?);
+            }
+        }
+        let (Some(peer_id), Some(addr), Some(api)) = (peer_id, addr, api) else {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(data_dir.join("node.log")).unwrap_or_default();
+            bail!("node {name} did not report its peer id, address and API; log:\n{log}");
+        };
+        let token = std::fs::read_to_string(data_dir.join("api.token"))?.trim().to_owned();
+        Ok(Self { name: name.to_owned(), data_dir: data_dir.to_owned(), peer_id, addr, api, token, child })
+    }
+
+    /// GET a JSON document from the API.
+    pub fn get_json(&self, path: &str) -> Result<serde_json::Value> {
+        let (status, body) = http(self.api, "GET", path, None)?;
+        if status != 200 {
+            bail!("GET {path} on {}: HTTP {status}: {body}", self.name);
+        }
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    /// `/api/v1/status`.
+    pub fn status(&self) -> Result<serde_json::Value> {
+        self.get_json("/api/v1/status")
+    }
+
+    /// A `shoal` client command against this node.
+    pub fn cli(&self) -> Command {
+        let mut c = Command::new(shoal_bin());
+        c.env("SHOAL_DATA_DIR", &self.data_dir);
+        c
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit; returns whether it exited 0.
+    pub fn terminate(&mut self) -> Result<bool> {
+        // `kill -TERM`: the workspace forbids unsafe code, so no libc::kill.
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        let end = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < end {
+            if let Some(st) = self.child.try_wait()? {
+                return Ok(st.success());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill();
+        Ok(false)
+    }
+
+    /// The node's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("node.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Percentile of a sorted slice (nearest rank).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// A temp dir for one test. With `SHOAL_KEEP_TEST_DIRS` set it is kept
+/// after the test (its path is printed), for reading node logs.
+pub fn test_dir() -> Result<tempfile::TempDir> {
+    let mut b = tempfile::Builder::new();
+    b.prefix("shoal-e2e-");
+    if std::env::var_os("SHOAL_KEEP_TEST_DIRS").is_some() {
+        b.disable_cleanup(true);
+    }
+    let dir = b.tempdir()?;
+    println!("test dir: {}", dir.path().display());
+    Ok(dir)
+}
