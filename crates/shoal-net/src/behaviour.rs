@@ -11,7 +11,9 @@ use libp2p::{
         self, AllowAllSubscriptionFilter, IdentityTransform, MaxCountSubscriptionFilter, MessageAuthenticity,
         MessageId, PeerScoreParams, PeerScoreThresholds, TopicScoreParams, ValidationMode,
     },
-    identify, identity::Keypair, kad, mdns, noise, ping, request_response,
+    identify,
+    identity::Keypair,
+    kad, mdns, noise, ping, request_response,
     swarm::{NetworkBehaviour, behaviour::toggle::Toggle},
     tcp, yamux,
 };
@@ -165,7 +167,7 @@ fn build_behaviour(
         .with_metrics(registry, gossipsub::MetricsConfig::default());
     let (params, thresholds) = peer_score();
     gossipsub.with_peer_score(params, thresholds).map_err(|e| build(format!("gossipsub scoring: {e}")))?;
-    debug_assert!(MAX_DIRECTORY_ENTRY_BYTES < MAX_GOSSIP_TRANSMIT_BYTES);
+    const { assert!(MAX_DIRECTORY_ENTRY_BYTES < MAX_GOSSIP_TRANSMIT_BYTES) };
 
     let mut kad_config = kad::Config::new(KAD_PROTOCOL);
     kad_config
@@ -173,8 +175,7 @@ fn build_behaviour(
         .set_provider_publication_interval(Some(Duration::from_secs(config.provider_republish_secs)))
         .set_periodic_bootstrap_interval(Some(Duration::from_secs(config.kad_bootstrap_interval_secs.max(1))))
         .set_query_timeout(Duration::from_secs(30));
-    let mut kad =
-        kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+    let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
     if config.kad_server_mode {
         kad.set_mode(Some(kad::Mode::Server));
     }

@@ -156,7 +156,12 @@ impl NetClient {
     /// response waits for every held want in this request; put wants for
     /// future blocks in their own request. Missing blocks come back in
     /// `dont_haves`; blocks that did not fit the frame come back in `haves`.
-    pub async fn want_blocks(&self, peer: PeerId, cids: &[BlockCid], hold_ms: u32) -> Result<ExchangeResponse, NetError> {
+    pub async fn want_blocks(
+        &self,
+        peer: PeerId,
+        cids: &[BlockCid],
+        hold_ms: u32,
+    ) -> Result<ExchangeResponse, NetError> {
         let wants =
             cids.iter().map(|&cid| Want { cid, kind: WantKind::Block, send_dont_have: true, hold_ms }).collect();
         self.exchange(peer, ExchangeRequest { wants, ..Default::default() }).await

@@ -221,7 +221,8 @@ mod tests {
         assert_eq!(c.bytes.outbound.get(), buf.len() as u64);
         assert_eq!(c.bytes.inbound.get(), buf.len() as u64);
 
-        let resp = ExchangeResponse { blocks: vec![VerifiedBlock::from_content(vec![7u8; 300].into())], ..Default::default() };
+        let resp =
+            ExchangeResponse { blocks: vec![VerifiedBlock::from_content(vec![7u8; 300].into())], ..Default::default() };
         let mut buf = Vec::new();
         c.write_response(&EXCHANGE_PROTOCOL, &mut buf, resp.clone()).await.unwrap();
         assert_eq!(c.read_response(&EXCHANGE_PROTOCOL, &mut Cursor::new(buf)).await.unwrap(), resp);

@@ -163,7 +163,10 @@ impl NetConfig {
         if self.request_timeout_ms <= u64::from(self.max_hold_ms) {
             return bad(
                 "request_timeout_ms",
-                format!("{} must exceed max_hold_ms ({}) or held wants time out", self.request_timeout_ms, self.max_hold_ms),
+                format!(
+                    "{} must exceed max_hold_ms ({}) or held wants time out",
+                    self.request_timeout_ms, self.max_hold_ms
+                ),
             );
         }
         if self.provider_republish_secs == 0 || self.provider_republish_secs >= self.provider_ttl_secs {

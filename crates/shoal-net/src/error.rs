@@ -60,7 +60,9 @@ pub enum NetError {
         reason: String,
     },
     /// Too many of our requests open to this peer.
-    #[error("{limit} requests already open to {peer}; wait for answers (or raise [net] max_outbound_requests_per_peer)")]
+    #[error(
+        "{limit} requests already open to {peer}; wait for answers (or raise [net] max_outbound_requests_per_peer)"
+    )]
     PeerBusy {
         /// The peer.
         peer: PeerId,

@@ -23,9 +23,7 @@ use libp2p::{
     request_response::OutboundRequestId,
     swarm::SwarmEvent,
 };
-use shoal_core::{
-    ChannelId, VerifiedManifest, VerifyPolicy, directory::DIRECTORY_TOPIC, exchange::ExchangeResponse,
-};
+use shoal_core::{ChannelId, VerifiedManifest, VerifyPolicy, directory::DIRECTORY_TOPIC, exchange::ExchangeResponse};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
@@ -240,7 +238,8 @@ impl EventLoop {
             Command::Directory(reply) => {
                 let _ = reply.send(self.directory.list());
             }
-            Command::Shutdown(_) => unreachable!("handled in run"),
+            // `run` intercepts Shutdown before dispatching here.
+            Command::Shutdown(_) => {}
         }
     }
 
@@ -251,11 +250,9 @@ impl EventLoop {
                 tracing::info!(%address, "listening");
                 self.emit(NetEvent::Listening { addr: address });
             }
-            SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } => {
-                if num_established.get() == 1 {
-                    self.metrics.set_peers(self.swarm.connected_peers().count());
-                    self.emit(NetEvent::PeerConnected { peer: peer_id });
-                }
+            SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } if num_established.get() == 1 => {
+                self.metrics.set_peers(self.swarm.connected_peers().count());
+                self.emit(NetEvent::PeerConnected { peer: peer_id });
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 self.metrics.set_peers(self.swarm.connected_peers().count());
@@ -277,13 +274,13 @@ impl EventLoop {
             _ => {}
         }
         match event {
-            BehaviourEvent::Identify(libp2p::identify::Event::Received { peer_id, info, .. }) => {
-                // Feed listen addresses of DHT peers into the routing table,
-                // so peers that dialed us become reachable to others.
-                if info.protocols.contains(&crate::behaviour::KAD_PROTOCOL) {
-                    for addr in info.listen_addrs {
-                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-                    }
+            // Feed listen addresses of DHT peers into the routing table, so
+            // peers that dialed us become reachable to others.
+            BehaviourEvent::Identify(libp2p::identify::Event::Received { peer_id, info, .. })
+                if info.protocols.contains(&crate::behaviour::KAD_PROTOCOL) =>
+            {
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
             }
             BehaviourEvent::Kad(ev) => self.on_kad_event(ev),
@@ -337,11 +334,11 @@ impl EventLoop {
         for p in to_dial {
             let _ = self.swarm.dial(p);
         }
-        if step.last || result.is_err() {
-            if let Some(q) = self.provider_queries.remove(&id) {
-                tracing::debug!(channel = %q.channel, providers = q.found.len(), "provider lookup finished");
-                self.emit(NetEvent::ProvidersFound { channel: q.channel, providers: q.found });
-            }
+        if (step.last || result.is_err())
+            && let Some(q) = self.provider_queries.remove(&id)
+        {
+            tracing::debug!(channel = %q.channel, providers = q.found.len(), "provider lookup finished");
+            self.emit(NetEvent::ProvidersFound { channel: q.channel, providers: q.found });
         }
     }
 

@@ -165,7 +165,10 @@ impl NetMetrics {
             peers: self.peers.get().max(0) as u64,
             exchange_bytes: (b(NetProtocol::Exchange, Direction::In), b(NetProtocol::Exchange, Direction::Out)),
             head_bytes: (b(NetProtocol::Head, Direction::In), b(NetProtocol::Head, Direction::Out)),
-            manifest_bytes: (b(NetProtocol::GossipManifest, Direction::In), b(NetProtocol::GossipManifest, Direction::Out)),
+            manifest_bytes: (
+                b(NetProtocol::GossipManifest, Direction::In),
+                b(NetProtocol::GossipManifest, Direction::Out),
+            ),
             directory_bytes: (
                 b(NetProtocol::GossipDirectory, Direction::In),
                 b(NetProtocol::GossipDirectory, Direction::Out),

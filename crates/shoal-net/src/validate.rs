@@ -60,7 +60,7 @@ pub(crate) fn check_directory(
 
 #[cfg(test)]
 mod tests {
-    use shoal_core::{BlockRef, BlockCid, ChannelKey, Manifest, Segment, limits::MAX_SIGNED_MANIFEST_BYTES};
+    use shoal_core::{BlockCid, BlockRef, ChannelKey, Manifest, Segment, limits::MAX_SIGNED_MANIFEST_BYTES};
 
     use super::*;
 

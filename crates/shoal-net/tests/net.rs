@@ -2,6 +2,9 @@
 //! harness; each module is one area of the test list. A test
 //! crate's root resolves modules next to itself, hence the `path`s.
 
+// Test helpers outside `#[test]` functions: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 #[path = "net/harness.rs"]
 mod harness;
 

@@ -19,34 +19,50 @@ use shoal_store::{Store, StoreConfig};
 
 const BLOCK: usize = 256 * 1024;
 
-fn segments(n: usize, secret: u8, seed: u64) -> Vec<(VerifiedManifest, Vec<VerifiedBlock>)> {
-    let key = ChannelKey::from_secret_bytes(&[secret; 32]);
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut prev: Option<ManifestCid> = None;
-    (0..n as u64)
-        .map(|seq| {
-            let mut data = vec![0u8; BLOCK];
-            rng.fill_bytes(&mut data);
-            let block = VerifiedBlock::from_content(Bytes::from(data));
-            let m = Manifest {
-                channel: key.channel_id(),
-                seq,
-                published_at_ms: 1_700_000_000_000 + seq * 1000,
-                prev,
-                segment: Segment {
-                    number: seq,
-                    duration_ms: 1000,
-                    rendition: 0,
-                    keyframe: true,
-                    blocks: vec![BlockRef { cid: block.cid(), size: BLOCK as u32 }],
-                },
-                info: None,
-            };
-            let v = key.sign_manifest(&m).unwrap().verify(&VerifyPolicy::default(), u64::MAX / 2).unwrap();
-            prev = Some(v.cid());
-            (v, vec![block])
-        })
-        .collect()
+type SegmentData = (VerifiedManifest, Vec<VerifiedBlock>);
+
+/// A channel publishing one random 256 KiB block per 1 s segment.
+struct Segments {
+    key: ChannelKey,
+    rng: StdRng,
+    seq: u64,
+    prev: Option<ManifestCid>,
+}
+
+impl Segments {
+    fn new(secret: u8, seed: u64) -> Self {
+        Self { key: ChannelKey::from_secret_bytes(&[secret; 32]), rng: StdRng::seed_from_u64(seed), seq: 0, prev: None }
+    }
+
+    fn next_segment(&mut self) -> SegmentData {
+        let mut data = vec![0u8; BLOCK];
+        self.rng.fill_bytes(&mut data);
+        let block = VerifiedBlock::from_content(Bytes::from(data));
+        let seq = self.seq;
+        let m = Manifest {
+            channel: self.key.channel_id(),
+            seq,
+            published_at_ms: 1_700_000_000_000 + seq * 1000,
+            prev: self.prev,
+            segment: Segment {
+                number: seq,
+                duration_ms: 1000,
+                rendition: 0,
+                keyframe: true,
+                blocks: vec![BlockRef { cid: block.cid(), size: BLOCK as u32 }],
+            },
+            info: None,
+        };
+        let v = self.key.sign_manifest(&m).unwrap().verify(&VerifyPolicy::default(), u64::MAX / 2).unwrap();
+        self.prev = Some(v.cid());
+        self.seq += 1;
+        (v, vec![block])
+    }
+}
+
+fn segments(n: usize, secret: u8, seed: u64) -> Vec<SegmentData> {
+    let mut g = Segments::new(secret, seed);
+    (0..n).map(|_| g.next_segment()).collect()
 }
 
 struct Timing {
@@ -83,7 +99,7 @@ fn rss_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn fs_put(dir: &Path, segs: &[(VerifiedManifest, Vec<VerifiedBlock>)]) -> Timing {
+fn fs_put(dir: &Path, segs: &[SegmentData]) -> Timing {
     time(segs.len(), |i| {
         let b = &segs[i].1[0];
         let mut f = fs::File::create(dir.join(b.cid().to_string())).unwrap();
@@ -92,7 +108,7 @@ fn fs_put(dir: &Path, segs: &[(VerifiedManifest, Vec<VerifiedBlock>)]) -> Timing
     })
 }
 
-fn store_put(store: &Store, segs: &[(VerifiedManifest, Vec<VerifiedBlock>)]) -> Timing {
+fn store_put(store: &Store, segs: &[SegmentData]) -> Timing {
     time(segs.len(), |i| {
         store.store_segment(&segs[i].0, &segs[i].1).unwrap();
     })
@@ -111,8 +127,18 @@ fn row(name: &str, t: &mut Timing, bytes: usize, base: Option<f64>) {
 fn main() {
     // `cargo bench` passes --bench; ignore arguments.
     let n: usize = std::env::var("SHOAL_BENCH_BLOCKS").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
+    let base_dir: std::path::PathBuf = std::env::var_os("SHOAL_BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
+    let rss_start = rss_kib("VmRSS:");
+    // SHOAL_BENCH_STEADY_ONLY=1: only the steady-state phase, in a fresh
+    // process, so its RSS is the store's and not the earlier phases' heap.
+    let rss_after =
+        if std::env::var_os("SHOAL_BENCH_STEADY_ONLY").is_some() { rss_start } else { phases(n, &base_dir) };
+    steady(n, &base_dir, rss_start, rss_after);
+}
+
+/// Put and get against std::fs; returns RSS afterwards.
+fn phases(n: usize, base_dir: &Path) -> u64 {
     let bytes = n * BLOCK;
-    let base_dir = std::env::var_os("SHOAL_BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
     let rss_start = rss_kib("VmRSS:");
     let segs_a = segments(n, 1, 1);
     let segs_b = segments(n, 2, 2);
@@ -127,22 +153,52 @@ fn main() {
     println!("| operation                                | MB/s      | p50 ms    | p99 ms    | ratio vs fs |");
     println!("|------------------------------------------|-----------|-----------|-----------|-------------|");
 
-    let fs_dir = tempfile::tempdir_in(&base_dir).unwrap();
+    let fs_dir = tempfile::tempdir_in(base_dir).unwrap();
     let mut fs_w = fs_put(fs_dir.path(), &segs_a);
     let fs_mbps = fs_w.mbps(bytes);
     row("std::fs write + fsync (1 file/block)", &mut fs_w, bytes, None);
 
     let config = StoreConfig::default();
-    let dir_nosync = tempfile::tempdir_in(&base_dir).unwrap();
+    let dir_nosync = tempfile::tempdir_in(base_dir).unwrap();
     let store = Store::open(dir_nosync.path(), &config).unwrap();
     let mut w = store_put(&store, &segs_a);
+    let slow: Vec<(usize, u128)> =
+        w.lat.iter().enumerate().filter(|(_, d)| d.as_millis() >= 5).map(|(i, d)| (i, d.as_millis())).collect();
     row("store put, sync_writes=false (default)", &mut w, bytes, Some(fs_mbps));
 
-    let dir_sync = tempfile::tempdir_in(&base_dir).unwrap();
+    let dir_sync = tempfile::tempdir_in(base_dir).unwrap();
     let store_sync = Store::open(dir_sync.path(), &StoreConfig { sync_writes: true, ..config.clone() }).unwrap();
     let mut ws = store_put(&store_sync, &segs_b);
     row("store put, sync_writes=true", &mut ws, bytes, Some(fs_mbps));
 
+    println!("| (slow store puts, sync_writes=false: (index, ms) {slow:?}) |");
+
+    // Paced: 100 puts/s (25 MiB/s, ten times a 20 Mbit/s channel) instead
+    // of flat out, so latency is not dominated by the disk's backlog.
+    let pace = Duration::from_millis(10);
+    let paced_dir = tempfile::tempdir_in(base_dir).unwrap();
+    let paced_segs = segments(n.min(256), 3, 3);
+    for sync in [false, true] {
+        let d = tempfile::tempdir_in(paced_dir.path()).unwrap();
+        let st = Store::open(d.path(), &StoreConfig { sync_writes: sync, ..StoreConfig::default() }).unwrap();
+        let mut lat = Vec::with_capacity(paced_segs.len());
+        let mut next = Instant::now();
+        for (m, b) in &paced_segs {
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            }
+            next += pace;
+            let s = Instant::now();
+            st.store_segment(m, b).unwrap();
+            lat.push(s.elapsed());
+        }
+        // MB/s here is over time spent in puts only (not the pacing sleeps).
+        let mut paced = Timing { total: lat.iter().sum(), lat };
+        let name = format!("store put paced 100/s, sync_writes={sync}");
+        row(&name, &mut paced, paced_segs.len() * BLOCK, Some(fs_mbps));
+    }
+    drop(paced_segs);
     // Reads in random order, all blocks once per round, 3 rounds.
     let mut rng = StdRng::seed_from_u64(7);
     let mut order: Vec<usize> = (0..n).collect();
@@ -175,26 +231,48 @@ fn main() {
         sink += u64::from(d[7]);
     });
     row("store get, pinned, verify_reads=false", &mut rn, bytes * 3, Some(fs_r_mbps));
+    // Hot reads: the newest 32 blocks (8 MiB), what peers of a live
+    // channel ask for, served from the block/blob cache.
+    let hot: Vec<usize> = (n.saturating_sub(32)..n).collect();
+    let hot_reads = 32 * 24;
+    let mut rh = time(hot_reads, |k| {
+        let cid = segs_a[hot[k % hot.len()]].1[0].cid();
+        let d = store.block(&cid).unwrap().unwrap();
+        sink += u64::from(d[7]);
+    });
+    row("store get, newest 32 blocks (hot), verified", &mut rh, hot_reads * BLOCK, Some(fs_r_mbps));
     drop(store_nv);
+    drop(store);
+    drop(segs_a);
+    drop(segs_b);
     let rss_after = rss_kib("VmRSS:");
+    std::hint::black_box(sink);
+    rss_after
+}
 
-    // Steady state: a live stream through a small budget with eviction and
-    // reads of the newest blocks, as a relaying node does.
-    let steady_dir = tempfile::tempdir_in(&base_dir).unwrap();
+/// A live stream through a small budget with eviction and reads of the
+/// newest blocks, as a relaying node does; prints RSS.
+fn steady(n: usize, base_dir: &Path, rss_start: u64, rss_after: u64) {
+    let bytes = n * BLOCK;
+    let config = StoreConfig::default();
+    let mut sink = 0u64;
+    let steady_dir = tempfile::tempdir_in(base_dir).unwrap();
     let budget = 64 * 1024 * 1024;
     let steady = Store::open(steady_dir.path(), &StoreConfig { disk_budget_bytes: budget, ..config.clone() }).unwrap();
     let rounds = 4;
     let t = Instant::now();
     let mut samples = Vec::new();
     for round in 0..rounds {
-        let segs = segments(n, 10 + round as u8, 100 + round);
-        for (i, (m, b)) in segs.iter().enumerate() {
-            steady.store_segment(m, b).unwrap();
-            if i % 8 == 7 {
-                while steady.evict_once().unwrap().more {}
-                for (_, rb) in segs[i.saturating_sub(7)..=i].iter() {
-                    sink += steady.block(&rb[0].cid()).unwrap().map_or(0, |d| u64::from(d[0]));
-                }
+        // Eight segments at a time, so the bench itself holds only 2 MiB.
+        let mut source = Segments::new(10 + round as u8, 100 + round);
+        for _ in 0..n / 8 {
+            let segs: Vec<_> = (0..8).map(|_| source.next_segment()).collect();
+            for (m, b) in &segs {
+                steady.store_segment(m, b).unwrap();
+            }
+            while steady.evict_once().unwrap().more {}
+            for (_, rb) in &segs {
+                sink += steady.block(&rb[0].cid()).unwrap().map_or(0, |d| u64::from(d[0]));
             }
         }
         samples.push(rss_kib("VmRSS:"));
@@ -224,6 +302,6 @@ fn main() {
         config.write_buffer_bytes >> 20,
         readers >> 10
     );
-    println!("(test data held in memory by the bench itself: ~{} MiB)", (2 * bytes) >> 20);
+    println!("(the steady-state phase holds only ~2 MiB of bench data; earlier phases' data was dropped)");
     std::hint::black_box(sink);
 }

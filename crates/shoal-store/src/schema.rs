@@ -13,14 +13,14 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// Block CID (36 bytes) → block bytes. Large values go to blob files.
 pub const CF_BLOCKS: &str = "blocks";
-/// Block CID → [`BlockMeta`]: reference count, size, presence, pending time.
+/// Block CID → block record (`BlockMeta`, 18 B): reference count, size, presence, pending time.
 pub const CF_BLOCK_META: &str = "block_meta";
 /// `put_at_ms` (8, BE) ‖ block CID → size (4, BE): blocks stored ahead of
 /// their manifest, oldest first, so the sweep is a range scan.
 pub const CF_PENDING: &str = "pending";
 /// Channel (32) ‖ seq (8, BE) → the signed manifest envelope, as received.
 pub const CF_MANIFESTS: &str = "manifests";
-/// Channel (32) → [`ChannelRecord`]: head, archive flag, retention totals.
+/// Channel (32) → channel record (`ChannelRecord`, 78 B): head, archive flag, retention totals.
 pub const CF_HEADS: &str = "heads";
 /// Channel (32) ‖ seq (8, BE) ‖ evidence manifest CID (36) → equivocation
 /// evidence (kept CID, conflicting CID, the evidence envelope).

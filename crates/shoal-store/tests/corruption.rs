@@ -5,7 +5,7 @@ mod common;
 
 use common::{Publisher, content, test_config};
 use shoal_store::{
-    BlockPut, Store, StoreError,
+    BlockPut, Commit, Store, StoreError,
     schema::{ALL_CFS, CF_BLOCKS, CF_META, META_SCHEMA_VERSION, SCHEMA_VERSION},
 };
 
@@ -57,8 +57,15 @@ fn a_corrupt_block_is_reported_deleted_and_never_served_then_repaired() {
     assert_eq!(r.awaiting_refetch, vec![victim.cid()]);
     assert!(r.violations.is_empty(), "{:?}", r.violations);
 
-    // The refetched copy restores it.
+    // The refetched copy restores it (through put_block, or by storing the
+    // segment again).
     assert_eq!(store.put_block(&m, &victim).unwrap(), BlockPut::Repaired);
+    assert_eq!(store.block(&victim.cid()).unwrap().as_deref(), Some(&victim.data()[..]));
+    drop(store);
+    raw(dir.path(), |db| db.put_cf(&db.cf_handle(CF_BLOCKS).unwrap(), victim.cid().to_bytes(), &bad).unwrap());
+    let store = Store::open(dir.path(), &test_config()).unwrap();
+    assert!(matches!(store.block(&victim.cid()), Err(StoreError::CorruptBlock { .. })));
+    assert_eq!(store.store_segment(&m, &blocks).unwrap(), Commit::AlreadyStored);
     assert_eq!(store.block(&victim.cid()).unwrap().as_deref(), Some(&victim.data()[..]));
     assert_eq!(store.stored_bytes(), before);
     let r = store.verify_integrity().unwrap();

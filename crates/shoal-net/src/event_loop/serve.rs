@@ -64,7 +64,13 @@ impl EventLoop {
         self.pending_exchange.insert(id, (peer, reply));
     }
 
-    pub(super) fn send_head(&mut self, peer: PeerId, channel: ChannelId, max: u32, reply: Reply<Vec<VerifiedManifest>>) {
+    pub(super) fn send_head(
+        &mut self,
+        peer: PeerId,
+        channel: ChannelId,
+        max: u32,
+        reply: Reply<Vec<VerifiedManifest>>,
+    ) {
         if let Err(e) = self.outbound_slot(peer) {
             let _ = reply.send(Err(e));
             return;
@@ -215,7 +221,8 @@ impl EventLoop {
             request_response::Event::Message { peer, message: Message::Response { request_id, response }, .. } => {
                 self.release_slot(&peer);
                 let Some((_, channel, reply)) = self.pending_head.remove(&request_id) else { return };
-                let policy = VerifyPolicy { max_future_skew_ms: self.config.max_clock_skew_ms, ..VerifyPolicy::default() };
+                let policy =
+                    VerifyPolicy { max_future_skew_ms: self.config.max_clock_skew_ms, ..VerifyPolicy::default() };
                 let now = unix_ms();
                 let mut verified = Vec::with_capacity(response.manifests.len());
                 for m in response.manifests {

@@ -11,18 +11,15 @@ use crate::harness::{TestNet, manifest, now_ms, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manifests_reach_every_node_over_tcp_and_quic() {
-    // Odd nodes bootstrap over QUIC, even ones over TCP.
+    // Every node bootstraps over TCP; odd nodes also dial their
+    // predecessor over QUIC, so both transports carry traffic.
     let net = TestNet::spawn_with(6, TransportKind::TcpQuic, 3, |_, _| {}).await;
-    let net = {
-        // Re-point odd nodes' bootstrap at QUIC by dialing the QUIC address too.
-        for i in (1..net.nodes.len()).step_by(2) {
-            let target = &net.nodes[i - 1];
-            let quic = target.client.listen_addrs().await.unwrap().into_iter().find(|a| a.to_string().contains("quic"));
-            let quic = quic.expect("listening on QUIC").with(libp2p::multiaddr::Protocol::P2p(target.peer_id));
-            net.nodes[i].client.dial(quic).await.unwrap();
-        }
-        net
-    };
+    for i in (1..net.nodes.len()).step_by(2) {
+        let target = &net.nodes[i - 1];
+        let quic = target.client.listen_addrs().await.unwrap().into_iter().find(|a| a.to_string().contains("quic"));
+        let quic = quic.expect("listening on QUIC").with(libp2p::multiaddr::Protocol::P2p(target.peer_id));
+        net.nodes[i].client.dial(quic).await.unwrap();
+    }
     let key = ChannelKey::from_secret_bytes(&[9; 32]);
     let ch = key.channel_id();
     for n in &net.nodes {

@@ -70,7 +70,11 @@ async fn held_want_is_answered_when_the_block_arrives() {
     let (resp, answered_at) = waiting.await.unwrap();
     let resp = resp.unwrap();
     assert_eq!(resp.blocks, vec![later]);
-    assert!(answered_at.duration_since(arrived) < Duration::from_millis(500), "answered {:?} after arrival", answered_at.duration_since(arrived));
+    assert!(
+        answered_at.duration_since(arrived) < Duration::from_millis(500),
+        "answered {:?} after arrival",
+        answered_at.duration_since(arrived)
+    );
     let (s, c) = (server.client.metrics(), client.client.metrics());
     assert_eq!((s.held_wants_answered, s.blocks_served, s.held_wants), (1, 2, 0));
     assert_eq!((c.blocks_received, c.bad_blocks), (2, 0));
@@ -109,7 +113,11 @@ async fn cancel_caps_and_expiry_hold() {
     let waiting = tokio::spawn(async move { c.want_blocks(sp, &[cid0], 10_000).await });
     held_count(server, 1).await;
     client.client.cancel(server.peer_id, &[cid0]).await.unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(2), waiting).await.expect("cancel completes the request").unwrap().unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(2), waiting)
+        .await
+        .expect("cancel completes the request")
+        .unwrap()
+        .unwrap();
     assert!(resp.blocks.is_empty() && resp.dont_haves.is_empty(), "{resp:?}");
     held_count(server, 0).await;
     server.client.block_available(future[0].clone()).await.unwrap();
@@ -147,7 +155,11 @@ impl request_response::Codec for EvilCodec {
     type Request = ();
     type Response = Vec<u8>;
 
-    async fn read_request<T: AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<()> {
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> std::io::Result<()> {
         // Length prefix then body; the content does not matter here.
         let mut len = 0usize;
         let mut shift = 0;
@@ -163,13 +175,27 @@ impl request_response::Codec for EvilCodec {
         let mut body = vec![0u8; len];
         io.read_exact(&mut body).await
     }
-    async fn read_response<T: AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, _: &mut T) -> std::io::Result<Vec<u8>> {
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        _: &mut T,
+    ) -> std::io::Result<Vec<u8>> {
         unreachable!("the evil peer never asks")
     }
-    async fn write_request<T: AsyncWrite + Unpin + Send>(&mut self, _: &StreamProtocol, _: &mut T, _: ()) -> std::io::Result<()> {
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        _: &mut T,
+        _: (),
+    ) -> std::io::Result<()> {
         unreachable!("the evil peer never asks")
     }
-    async fn write_response<T: AsyncWrite + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T, body: Vec<u8>) -> std::io::Result<()> {
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        body: Vec<u8>,
+    ) -> std::io::Result<()> {
         let mut n = body.len();
         let mut prefix = Vec::new();
         while n >= 0x80 {
@@ -268,7 +294,11 @@ async fn corrupted_blocks_and_garbage_get_a_peer_banned() {
     let reasons: Vec<_> = penalties.iter().map(|p| (p.1, p.2, p.3)).collect();
     assert_eq!(
         reasons,
-        vec![(Misbehaviour::BadBlock, 1, false), (Misbehaviour::BadBlock, 2, false), (Misbehaviour::MalformedFrame, 3, true)]
+        vec![
+            (Misbehaviour::BadBlock, 1, false),
+            (Misbehaviour::BadBlock, 2, false),
+            (Misbehaviour::MalformedFrame, 3, true)
+        ]
     );
     let c = victim.client.clone();
     wait_for("banned peer disconnected", Duration::from_secs(5), || {

@@ -175,8 +175,11 @@ impl TestNet {
 
     pub(crate) async fn shutdown(self) {
         for n in self.nodes {
-            n.client.shutdown().await.unwrap();
-            n.task.await.unwrap();
+            let stop = async {
+                n.client.shutdown().await.unwrap();
+                n.task.await.unwrap();
+            };
+            tokio::time::timeout(Duration::from_secs(10), stop).await.expect("network task stops within 10 s");
         }
     }
 }
@@ -202,7 +205,10 @@ where
 {
     let start = Instant::now();
     loop {
-        if let Some(v) = check().await {
+        // The check itself is bounded too: a wedged network task must fail
+        // the test, not hang it.
+        let left = timeout.saturating_sub(start.elapsed());
+        if let Ok(Some(v)) = tokio::time::timeout(left, check()).await {
             return v;
         }
         assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");

@@ -40,11 +40,17 @@ async fn head_returns_verified_manifests_newest_last() {
     // A liar serves another channel's manifest under this channel.
     let foreign = ChannelKey::from_secret_bytes(&[7; 32]);
     liar.source.heads.lock().unwrap().insert(ch, vec![manifest(&foreign, 1, None, now_ms())]);
+    asker.client.dial(liar.addr.clone()).await.unwrap();
+    let (c, liar_id) = (asker.client.clone(), liar.peer_id);
+    wait_for("asker connects to the liar", Duration::from_secs(5), || {
+        let c = c.clone();
+        async move { c.status().await.unwrap().connected.contains(&liar_id) }
+    })
+    .await;
     let err = asker.client.request_head(liar.peer_id, ch, 4).await.unwrap_err();
     assert!(matches!(err, NetError::Request { protocol: "head", .. }), "{err}");
     assert!(err.to_string().contains("did not verify"), "{err}");
     let log = asker.log.clone();
-    let liar_id = liar.peer_id;
     wait_for("liar penalised", Duration::from_secs(5), || {
         let log = log.clone();
         async move {

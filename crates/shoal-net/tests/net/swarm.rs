@@ -36,11 +36,6 @@ async fn thirty_nodes_discover_propagate_and_stop_forgeries() {
     // and must find a provider through the DHT and connect to it.
     let publisher = net.rng.random_range(0..NODES);
     net.nodes[publisher].client.join_channel(ch).await.unwrap();
-    wait_for("publisher's provider record", Duration::from_secs(10), || {
-        let c = net.nodes[publisher].client.clone();
-        async move { c.metrics().peers > 0 }
-    })
-    .await;
     for (i, n) in net.nodes.iter().enumerate() {
         if i != publisher {
             n.client.join_channel(ch).await.unwrap();
@@ -84,13 +79,18 @@ async fn thirty_nodes_discover_propagate_and_stop_forgeries() {
         let mut arrivals = Vec::new();
         for (i, n) in net.nodes.iter().enumerate().filter(|(i, _)| *i != publisher) {
             let log = n.log.clone();
-            wait_for(&format!("manifest {seq} at node {i}"), Duration::from_secs(10), || {
+            wait_for(&format!("manifest {seq} at node {i}"), Duration::from_secs(30), || {
                 let log = log.clone();
                 async move { log.lock().unwrap().manifests.iter().any(|(_, m, _)| m.seq() == seq) }
             })
             .await;
             let at = log.lock().unwrap().manifests.iter().find(|(_, m, _)| m.seq() == seq).unwrap().0;
             arrivals.push(at.duration_since(start));
+        }
+        let mut sorted = arrivals.clone();
+        sorted.sort();
+        if std::env::var("SHOAL_NET_DEBUG").is_ok() {
+            println!("manifest {seq}: arrivals {:?}", sorted.iter().map(|d| d.as_millis()).collect::<Vec<_>>());
         }
         per_node.extend(arrivals.iter().copied());
         to_all.push(*arrivals.iter().max().unwrap());
@@ -134,13 +134,24 @@ async fn thirty_nodes_discover_propagate_and_stop_forgeries() {
         .await;
     }
 
+    println!("{}", bytes_report("discovery + 10 manifests + 1 directory entry", &net.nodes));
+
     // Adversary: a node that is not the publisher sends a forged manifest
     // (bad signature), a replay (valid signature, 5 minutes old) and an
     // oversized one. Each must be refused by the attacker's mesh peers and
     // reach nobody else.
     let attacker = (publisher + 1) % NODES;
     let attacker_mesh: HashSet<_> = net.nodes[attacker].client.mesh_peers(ch).await.unwrap().into_iter().collect();
+    let attacker_neighbours: HashSet<_> =
+        net.nodes[attacker].client.status().await.unwrap().connected.into_iter().collect();
     let before: Vec<_> = net.nodes.iter().map(|n| n.client.metrics()).collect();
+    // Copies of channel messages each node has received, duplicates
+    // included (gossipsub's unfiltered counter). If no honest node forwards,
+    // every copy a node receives during the attack came straight from the
+    // attacker and is refused exactly once: copies == refusals.
+    let topic = ch.topic();
+    let copies = |n: &crate::harness::TestNode| n.metric_sum("topic_msg_recv_counts_unfiltered_total", &topic);
+    let copies_before: Vec<f64> = net.nodes.iter().map(copies).collect();
     let mut forged = manifest(&key, 100, None, now_ms()).encode();
     let last = forged.len() - 1;
     forged[last] ^= 0x01;
@@ -165,9 +176,25 @@ async fn thirty_nodes_discover_propagate_and_stop_forgeries() {
         async move { total.0 >= 1 && total.1 >= 1 && total.2 >= 1 }
     })
     .await;
-    // Give a forwarded copy time to show up if there were one: two gossip
-    // heartbeats past the first refusals.
+    // Every copy received is judged (duplicates never are: gossipsub drops
+    // them before validation). Give a forwarded copy time to show up if
+    // there were one, then require copies == verdicts everywhere.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let copies_and_verdicts = |i: usize| {
+        let n = &nodes[i];
+        let (a, b) = (&before[i], n.client.metrics());
+        let verdicts = (b.manifests_rejected + b.manifests_ignored + b.manifests_accepted)
+            - (a.manifests_rejected + a.manifests_ignored + a.manifests_accepted);
+        (copies(n) - copies_before[i], verdicts as f64)
+    };
+    wait_for("every copy judged", Duration::from_secs(10), || {
+        let done = (0..NODES).all(|i| {
+            let (c, v) = copies_and_verdicts(i);
+            c == v
+        });
+        async move { done }
+    })
+    .await;
     let mut totals = (0, 0, 0);
     for (i, n) in nodes.iter().enumerate() {
         let r = refused_now(i);
@@ -175,34 +202,62 @@ async fn thirty_nodes_discover_propagate_and_stop_forgeries() {
         println!("node {i:2}: refused forged {} replay {} oversized {}", r.0, r.1, r.2);
         assert!(r.0 <= 1 && r.1 <= 1 && r.2 <= 1, "node {i} saw an adversarial manifest twice: {r:?}");
         if r != (0, 0, 0) {
-            assert!(attacker_mesh.contains(&n.peer_id), "node {i} is not a first hop of the attacker but saw {r:?}");
+            assert!(
+                attacker_neighbours.contains(&n.peer_id),
+                "node {i} is not connected to the attacker, so it got a forwarded copy: {r:?}"
+            );
         }
         let log = n.log.lock().unwrap();
-        assert!(log.manifests.iter().all(|(_, m, _)| m.seq() <= MANIFESTS), "node {i} delivered an adversarial manifest");
-    }
-    assert!(totals.0 <= attacker_mesh.len() as u64 && totals.1 <= attacker_mesh.len() as u64);
-    println!("adversarial manifests refused at the first hop: forged {} replay {} oversized {} (attacker mesh {})",
-        totals.0, totals.1, totals.2, attacker_mesh.len());
-
-    // Bytes per protocol, summed over all nodes.
-    let mut sums = [0u64; 8];
-    let mut transport = 0.0;
-    let mut gossip_topic = 0.0;
-    for n in nodes {
-        let m = n.client.metrics();
-        for (k, v) in [m.manifest_bytes.0, m.manifest_bytes.1, m.directory_bytes.0, m.directory_bytes.1,
-            m.exchange_bytes.0, m.exchange_bytes.1, m.head_bytes.0, m.head_bytes.1].into_iter().enumerate() {
-            sums[k] += v;
-        }
-        transport += n.metric_sum("libp2p_bandwidth_bytes_total", "");
-        gossip_topic += n.metric_sum("topic_msg_sent_bytes", "") ;
+        assert!(
+            log.manifests.iter().all(|(_, m, _)| m.seq() <= MANIFESTS),
+            "node {i} delivered an adversarial manifest"
+        );
+        let (got, judged) = copies_and_verdicts(i);
+        assert!(got <= 3.0 && got == judged, "node {i}: {got} copies, {judged} verdicts: a duplicate (forwarded) copy");
+        assert_eq!(n.client.metrics().manifests_accepted, before[i].manifests_accepted, "node {i} accepted one");
     }
     println!(
-        "bytes over {NODES} nodes: manifests in {} / published {}; directory in {} / published {}; \
-         gossipsub topic bytes sent (incl. relays) {gossip_topic}; xchg {}+{}; head {}+{}; \
-         all transport bytes (gossip incl. control, kad, identify, ping, noise, yamux) {transport}",
-        sums[0], sums[1], sums[2], sums[3], sums[4], sums[5], sums[6], sums[7]
+        "adversarial manifests refused at the first hop: forged {} replay {} oversized {} \
+         (attacker mesh {}, connected {}, nodes not connected to it {})",
+        totals.0,
+        totals.1,
+        totals.2,
+        attacker_mesh.len(),
+        attacker_neighbours.len(),
+        NODES - 1 - attacker_neighbours.len()
     );
-    assert!(sums[0] > 0 && sums[1] > 0 && transport > sums[0] as f64);
+
+    if std::env::var("SHOAL_NET_DEBUG").is_ok() {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &nodes[publisher].registry).unwrap();
+        for l in text.lines().filter(|l| !l.starts_with('#') && !l.ends_with(" 0")) {
+            println!("{l}");
+        }
+    }
+    println!("{}", bytes_report("after the attack (oversized copies included)", nodes));
     net.shutdown().await;
+}
+
+/// Bytes per protocol summed over all nodes, from the metrics.
+fn bytes_report(phase: &str, nodes: &[crate::harness::TestNode]) -> String {
+    let mut sums = [0u64; 8];
+    let (mut transport, mut gossip_sent, mut gossip_recv) = (0.0, 0.0, 0.0);
+    for n in nodes {
+        let m = n.client.metrics();
+        let pairs = [m.manifest_bytes, m.directory_bytes, m.exchange_bytes, m.head_bytes];
+        for (k, (i, o)) in pairs.into_iter().enumerate() {
+            sums[2 * k] += i;
+            sums[2 * k + 1] += o;
+        }
+        transport += n.metric_sum("libp2p_bandwidth_bytes_total", "");
+        gossip_sent += n.metric_sum("topic_msg_sent_bytes_total", "");
+        gossip_recv += n.metric_sum("topic_msg_recv_bytes_unfiltered_total", "");
+    }
+    format!(
+        "bytes over {NODES} nodes, {phase}: manifest payloads in {} / published {}; directory in {} / published {}; \
+         gossipsub message bytes sent (publish + relay) {gossip_sent} / received incl. duplicates {gossip_recv}; \
+         /shoal/xchg in {} out {}; /shoal/head in {} out {}; \
+         all transport bytes in+out (gossip incl. control, kad, identify, ping, noise, yamux) {transport}",
+        sums[0], sums[1], sums[2], sums[3], sums[4], sums[5], sums[6], sums[7]
+    )
 }

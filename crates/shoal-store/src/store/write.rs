@@ -28,7 +28,8 @@ pub enum Commit {
         /// Blocks written by this commit (the rest were already stored).
         blocks_written: usize,
     },
-    /// The same manifest was already stored; nothing changed.
+    /// The same manifest was already stored; nothing changed except that
+    /// any given blocks deleted as corrupt were written back.
     AlreadyStored,
 }
 
@@ -134,6 +135,8 @@ impl Store {
         let mut st = self.lock();
         if let Some(stored) = self.db().get_pinned_cf(self.cf(CF_MANIFESTS), key).map_err(|e| self.err(e))? {
             if *stored == *envelope {
+                drop(stored);
+                self.repair_blocks(&mut st, provided.values().copied())?;
                 return Ok(Commit::AlreadyStored);
             }
             let stored_cid = SignedManifest::decode(&stored)
@@ -146,6 +149,8 @@ impl Store {
                     detail: e.to_string(),
                 })?;
             if stored_cid == manifest.cid() {
+                drop(stored);
+                self.repair_blocks(&mut st, provided.values().copied())?;
                 return Ok(Commit::AlreadyStored);
             }
             return Err(StoreError::SeqConflict { channel, seq, stored: stored_cid, offered: manifest.cid() });
@@ -214,6 +219,38 @@ impl Store {
         self.set_stored_gauge(&st);
         tracing::trace!(channel = %channel, seq, head_advanced, blocks = written, "segment stored");
         Ok(Commit::Stored { head_advanced, blocks_written: written })
+    }
+
+    /// Writes back any of `blocks` whose bytes were deleted as corrupt
+    /// (the manifest is stored, so their counts are already right).
+    fn repair_blocks<'a>(
+        &self,
+        st: &mut WriterState,
+        blocks: impl Iterator<Item = &'a VerifiedBlock>,
+    ) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        let (mut added, mut written) = (0u64, 0u64);
+        for b in blocks {
+            if let Some(m) = self.block_meta(&b.cid())?
+                && !m.present
+            {
+                batch.put_cf(self.cf(CF_BLOCKS), b.cid().to_bytes(), b.data());
+                batch.put_cf(self.cf(CF_BLOCK_META), b.cid().to_bytes(), BlockMeta { present: true, ..m }.encode());
+                added += u64::from(m.size);
+                written += 1;
+            }
+        }
+        if written == 0 {
+            return Ok(());
+        }
+        let stored = st.stored_bytes + added;
+        batch.put_cf(self.cf(CF_META), META_STORED_BYTES, stored.to_be_bytes());
+        self.write(batch)?;
+        st.stored_bytes = stored;
+        self.metrics.blocks_written.inc_by(written);
+        self.metrics.block_bytes_written.inc_by(added);
+        self.set_stored_gauge(st);
+        Ok(())
     }
 
     /// Marks `channel` as archive (keep everything: DVR and replay) or back
