@@ -203,3 +203,20 @@ pub fn test_dir() -> Result<tempfile::TempDir> {
     println!("test dir: {}", dir.path().display());
     Ok(dir)
 }
+
+impl NodeProc {
+    /// Sum of every sample in `/metrics` whose name starts with `prefix`
+    /// and whose labels contain every string in `labels`.
+    pub fn metric(&self, prefix: &str, labels: &[&str]) -> Result<f64> {
+        let (status, body) = http(self.api, "GET", "/metrics", None)?;
+        if status != 200 {
+            bail!("GET /metrics on {}: HTTP {status}", self.name);
+        }
+        Ok(body
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.starts_with(prefix))
+            .filter(|l| labels.iter().all(|x| l.contains(x)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+}

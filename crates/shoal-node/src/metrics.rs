@@ -3,11 +3,8 @@
 //! tests can read them.
 
 use std::{
-    collections::HashMap,
-    sync::{
-        Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    collections::{HashMap, VecDeque},
+    sync::Mutex,
 };
 
 use libp2p::PeerId;
@@ -21,6 +18,8 @@ use shoal_core::ChainDecision;
 /// Most peers tracked in the per-peer received-bytes table (the smallest
 /// entry is dropped beyond this, so churn cannot grow it without bound).
 const MAX_PEER_ROWS: usize = 1024;
+/// Most recent per-segment latency samples kept for percentiles.
+const MAX_LATENCY_SAMPLES: usize = 4096;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabel {
@@ -44,7 +43,8 @@ pub struct NodeMetrics {
     pub segment_latency_ms: Histogram,
     decisions: Family<DecisionLabel, Counter>,
     received_from: Mutex<HashMap<PeerId, u64>>,
-    latency_sum_ms: AtomicU64,
+    latency_samples: Mutex<VecDeque<u64>>,
+    scheduler: Mutex<crate::scheduler::SchedulerStats>,
 }
 
 impl NodeMetrics {
@@ -61,9 +61,10 @@ impl NodeMetrics {
             ]),
             decisions: Family::default(),
             received_from: Mutex::new(HashMap::new()),
-            latency_sum_ms: AtomicU64::new(0),
+            latency_samples: Mutex::new(VecDeque::new()),
+            scheduler: Mutex::new(crate::scheduler::SchedulerStats::default()),
         };
-        let r = registry.sub_registry_with_prefix("node");
+        let r = registry.sub_registry_with_prefix("shoal_node");
         r.register("segments_published", "Segments this node published", m.segments_published.clone());
         r.register("segments_complete", "Segments fetched, verified and stored", m.segments_complete.clone());
         r.register("segments_skipped", "Segments that missed their deadline", m.segments_skipped.clone());
@@ -99,7 +100,30 @@ impl NodeMetrics {
 
     pub(crate) fn latency(&self, ms: u64) {
         self.segment_latency_ms.observe(ms as f64);
-        self.latency_sum_ms.fetch_add(ms, Ordering::Relaxed);
+        if let Ok(mut v) = self.latency_samples.lock() {
+            if v.len() == MAX_LATENCY_SAMPLES {
+                v.pop_front();
+            }
+            v.push_back(ms);
+        }
+    }
+
+    /// The most recent publish → verified-and-stored latencies, ms, one per
+    /// segment (bounded to the last 4096).
+    pub fn latency_samples(&self) -> Vec<u64> {
+        self.latency_samples.lock().map(|v| v.iter().copied().collect()).unwrap_or_default()
+    }
+
+    /// The fetch schedulers' counters, summed over channels (updated every
+    /// engine tick).
+    pub fn scheduler(&self) -> crate::scheduler::SchedulerStats {
+        self.scheduler.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    pub(crate) fn set_scheduler(&self, s: crate::scheduler::SchedulerStats) {
+        if let Ok(mut m) = self.scheduler.lock() {
+            *m = s;
+        }
     }
 
     /// Bytes of needed blocks received from each peer.

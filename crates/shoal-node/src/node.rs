@@ -148,7 +148,7 @@ impl Node {
         let identity = load_or_create_identity(&data_dir)?;
         let token = load_or_create_token(&data_dir)?;
         let keystore = Keystore::open(&data_dir)?;
-        let mut registry = Registry::with_prefix("shoal");
+        let mut registry = Registry::default();
         let store = Arc::new(Store::open(data_dir.join("store"), &config.store)?);
         let evictor = store.spawn_evictor().ok();
         let source = Arc::new(NodeSource::new(

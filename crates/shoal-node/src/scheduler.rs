@@ -60,6 +60,14 @@ pub struct SchedulerConfig {
     /// lower latency behind slow relays, longer means less churn (the held
     /// peer is usually about to receive the block).
     pub switch_after: Duration,
+    /// A block nobody announced and no upstream offers is probed at plain
+    /// neighbours (without a hold) only after this long, or near its
+    /// deadline; until then HAVEs are awaited.
+    pub probe_after: Duration,
+    /// When the best holder already has two requests queued, a block whose
+    /// first HAVE is younger than this waits (a tick) for other holders to
+    /// announce, so one segment spreads over several peers.
+    pub spread_wait: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -75,6 +83,8 @@ impl Default for SchedulerConfig {
             stall_limit: 3,
             refuse_ttl: Duration::from_millis(300),
             switch_after: Duration::from_millis(250),
+            probe_after: Duration::from_millis(500),
+            spread_wait: Duration::from_millis(50),
         }
     }
 }
@@ -127,9 +137,15 @@ struct Request<P> {
 
 #[derive(Debug)]
 struct BlockState<P> {
+    /// Segments waiting for this block (a CID may repeat within a segment or
+    /// across segments: silence, padding).
+    seqs: Vec<u64>,
+    /// The earliest waiting segment, for upstream lookup.
     seq: u64,
     size: u32,
     deadline: Instant,
+    added: Instant,
+    first_have: Option<Instant>,
     holders: Vec<P>,
     requests: Vec<Request<P>>,
     refused: BTreeMap<P, Instant>,
@@ -174,6 +190,25 @@ pub struct SchedulerStats {
     pub segments_given_up: u64,
     /// Bytes received from origin peers (publisher/providers).
     pub origin_bytes: u64,
+    /// Held wants moved to a peer that announced HAVE.
+    pub switches: u64,
+}
+
+impl std::ops::AddAssign for SchedulerStats {
+    /// Sums counters (e.g. over channels or nodes).
+    fn add_assign(&mut self, o: Self) {
+        self.wants_sent += o.wants_sent;
+        self.hedges += o.hedges;
+        self.blocks_received += o.blocks_received;
+        self.payload_bytes += o.payload_bytes;
+        self.duplicate_blocks += o.duplicate_blocks;
+        self.duplicate_bytes += o.duplicate_bytes;
+        self.timeouts += o.timeouts;
+        self.segments_complete += o.segments_complete;
+        self.segments_given_up += o.segments_given_up;
+        self.origin_bytes += o.origin_bytes;
+        self.switches += o.switches;
+    }
 }
 
 /// The scheduler. See the module docs for the policy.
@@ -279,8 +314,8 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
         if self.segments.contains_key(&seq) {
             return;
         }
-        let needed: Vec<&BlockRef> =
-            blocks.iter().filter(|b| !have(&b.cid) && !self.blocks.contains_key(&b.cid)).collect();
+        let mut seen = BTreeSet::new();
+        let needed: Vec<&BlockRef> = blocks.iter().filter(|b| seen.insert(b.cid) && !have(&b.cid)).collect();
         if needed.is_empty() {
             self.actions.push_back(Action::SegmentComplete { seq });
             self.stats.segments_complete += 1;
@@ -296,12 +331,20 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
         }
         self.segments.insert(seq, SegmentState { deadline, missing: needed.len() });
         for b in needed {
+            if let Some(existing) = self.blocks.get_mut(&b.cid) {
+                // Already wanted by another segment: one fetch serves both.
+                existing.seqs.push(seq);
+                continue;
+            }
             self.blocks.insert(
                 b.cid,
                 BlockState {
+                    seqs: vec![seq],
                     seq,
                     size: b.size,
                     deadline,
+                    added: now,
+                    first_have: None,
                     holders: Vec::new(),
                     requests: Vec::new(),
                     refused: BTreeMap::new(),
@@ -317,6 +360,7 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
         let max = self.cfg.max_holders_per_block;
         let Some(b) = self.blocks.get_mut(&cid) else { return };
         b.refused.remove(&peer);
+        b.first_have.get_or_insert(now);
         if !b.holders.contains(&peer) && b.holders.len() < max {
             b.holders.push(peer.clone());
         }
@@ -367,13 +411,15 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
         }
         self.remember_done(cid);
         self.actions.push_back(Action::AnnounceHave { cid });
-        if let Some(seg) = self.segments.get_mut(&b.seq) {
-            seg.missing -= 1;
-            if seg.missing == 0 {
-                self.segments.remove(&b.seq);
-                self.upstream.remove(&b.seq);
-                self.stats.segments_complete += 1;
-                self.actions.push_back(Action::SegmentComplete { seq: b.seq });
+        for seq in &b.seqs {
+            if let Some(seg) = self.segments.get_mut(seq) {
+                seg.missing -= 1;
+                if seg.missing == 0 {
+                    self.segments.remove(seq);
+                    self.upstream.remove(seq);
+                    self.stats.segments_complete += 1;
+                    self.actions.push_back(Action::SegmentComplete { seq: *seq });
+                }
             }
         }
         self.dispatch(now);
@@ -469,6 +515,7 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
             }
             self.actions.push_back(Action::Cancel { peer: old.peer, cid });
             self.pending.insert((deadline, cid));
+            self.stats.switches += 1;
         }
     }
 
@@ -485,8 +532,18 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
     fn give_up(&mut self, seq: u64) {
         let Some(seg) = self.segments.remove(&seq) else { return };
         self.upstream.remove(&seq);
-        let cids: Vec<BlockCid> = self.blocks.iter().filter(|(_, b)| b.seq == seq).map(|(c, _)| *c).collect();
+        let cids: Vec<BlockCid> = self.blocks.iter().filter(|(_, b)| b.seqs.contains(&seq)).map(|(c, _)| *c).collect();
         for cid in cids {
+            let still_wanted = self.blocks.get_mut(&cid).is_some_and(|b| {
+                b.seqs.retain(|s| *s != seq);
+                if let Some(&first) = b.seqs.first() {
+                    b.seq = first;
+                }
+                !b.seqs.is_empty()
+            });
+            if still_wanted {
+                continue;
+            }
             if let Some(b) = self.blocks.remove(&cid) {
                 self.pending.remove(&(b.deadline, cid));
                 for r in b.requests {
@@ -528,6 +585,15 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
         } else {
             2
         };
+        // Neither announced nor upstream: a plain neighbour or an origin is
+        // asked only once HAVEs had their chance, or when time is short.
+        // Asking them earlier with a hold would build wait cycles (A holds
+        // at B while B holds at A), which only timeouts break.
+        let probing =
+            now.saturating_duration_since(b.added) >= self.cfg.probe_after || now + self.cfg.hedge_window >= b.deadline;
+        if matches!(class, 2..=4) && !b.holders.contains(peer) && !probing {
+            return None;
+        }
         let finish_us = ((p.queued_bytes + u64::from(b.size)) as f64 / p.rate_bps.max(1.0) * 1e6) as u64;
         Some((class, finish_us))
     }
@@ -573,9 +639,21 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
                 waiting.push((deadline, cid));
                 continue;
             };
+            let queued = self.peers.get(&peer).map_or(0, |p| p.inflight);
+            let young_have = b.first_have.is_some_and(|t| now.saturating_duration_since(t) < self.cfg.spread_wait);
+            if queued >= 2 && young_have && now + self.cfg.hedge_window < b.deadline {
+                waiting.push((deadline, cid));
+                continue;
+            }
             let hedge = !b.requests.is_empty();
             let size = u64::from(b.size);
-            let hold = b.deadline.saturating_duration_since(now).min(self.cfg.max_hold);
+            // Only the upstream (one hop closer to the publisher on the
+            // acyclic gossip tree) holds our want; anyone else answers now.
+            let hold = if self.upstream.get(&b.seq) == Some(&peer) {
+                b.deadline.saturating_duration_since(now).min(self.cfg.max_hold)
+            } else {
+                Duration::ZERO
+            };
             let Some(p) = self.peers.get_mut(&peer) else { continue };
             p.inflight += 1;
             p.queued_bytes += size;

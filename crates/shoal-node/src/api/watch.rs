@@ -80,7 +80,20 @@ async fn run(
     let mut next: Option<u64> = if p.from_start {
         store.channel_stats(&channel).filter(|s| s.segments > 0).map(|s| s.first_seq)
     } else {
-        store.head(&channel).map(|h| h.seq)
+        // The stored head is the live edge only if it is fresh; after a
+        // restart it is history, and the live edge comes from the network
+        // (the first manifest accepted after joining).
+        let fresh_after = crate::node::now_ms().saturating_sub(2 * target.as_millis() as u64);
+        store
+            .head(&channel)
+            .filter(|h| {
+                store
+                    .manifest(&channel, h.seq)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|m| m.manifest().published_at_ms >= fresh_after)
+            })
+            .map(|h| h.seq)
     };
     let mut skipped: BTreeSet<u64> = BTreeSet::new();
     // Seqs whose manifest this node accepted: for those the engine decides

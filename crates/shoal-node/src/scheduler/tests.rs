@@ -72,12 +72,16 @@ fn origin_only_as_last_resort() {
     s.peer_connected("relay", false);
     let bl = blocks(1, 1);
     s.add_segment(1, &bl, t0 + Duration::from_secs(3), None, none, t0);
-    // The relay is a channel neighbour, so it is asked (with a hold) first.
-    assert_eq!(wants(&drain(&mut s)), vec![("relay", bl[0].cid)]);
-    // It does not have it and does not expect it: now the origin.
-    s.on_dont_have(&"relay", bl[0].cid, t0 + Duration::from_millis(10));
+    assert!(wants(&drain(&mut s)).is_empty(), "no HAVE, no upstream: wait for HAVEs first");
+    // After probe_after the plain neighbour is probed (no hold) before the origin.
+    s.tick(t0 + Duration::from_millis(500));
+    let a = drain(&mut s);
+    assert_eq!(wants(&a), vec![("relay", bl[0].cid)]);
+    assert!(a.iter().any(|x| matches!(x, Action::Want { hold, .. } if *hold == Duration::ZERO)));
+    // It does not have it: now the origin.
+    s.on_dont_have(&"relay", bl[0].cid, t0 + Duration::from_millis(510));
     assert_eq!(wants(&drain(&mut s)), vec![("publisher", bl[0].cid)]);
-    s.on_block(&"publisher", bl[0].cid, t0 + Duration::from_millis(50));
+    s.on_block(&"publisher", bl[0].cid, t0 + Duration::from_millis(550));
     let a = drain(&mut s);
     assert!(a.contains(&Action::SegmentComplete { seq: 1 }));
     assert!(a.contains(&Action::AnnounceHave { cid: bl[0].cid }));
@@ -123,7 +127,9 @@ fn slow_peer_is_re_requested_elsewhere_and_loses_rank() {
 #[test]
 fn hedges_only_inside_the_deadline_window() {
     let t0 = Instant::now();
-    let mut s = Scheduler::new(SchedulerConfig::default()); // hedge window 800 ms
+    // A long request timeout, so only the hedge rule can add a request.
+    let cfg = SchedulerConfig { base_timeout: Duration::from_secs(10), ..SchedulerConfig::default() };
+    let mut s = Scheduler::new(cfg); // hedge window 800 ms
     s.peer_connected("a", false);
     s.peer_connected("b", false);
     let bl = blocks(1, 1);
@@ -232,5 +238,45 @@ fn disconnect_re_plans_outstanding_wants() {
     s.add_segment(1, &bl, t0 + Duration::from_secs(3), Some("a"), none, t0);
     assert_eq!(wants(&drain(&mut s)), vec![("a", bl[0].cid)]);
     s.peer_disconnected(&"a", t0 + Duration::from_millis(5));
+    assert!(wants(&drain(&mut s)).is_empty(), "b is only probed after probe_after");
+    s.tick(t0 + Duration::from_millis(500));
     assert_eq!(wants(&drain(&mut s)), vec![("b", bl[0].cid)]);
+}
+
+#[test]
+fn repeated_blocks_within_and_across_segments_complete() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.peer_connected("a", false);
+    let silence = BlockRef { cid: BlockCid::of(b"silence"), size: 1000 };
+    let other = BlockRef { cid: BlockCid::of(b"other"), size: 1000 };
+    // Segment 1 repeats one block; segment 2 shares it.
+    s.add_segment(1, &[silence, silence, other], t0 + Duration::from_secs(3), Some("a"), none, t0);
+    s.add_segment(2, &[silence], t0 + Duration::from_secs(4), Some("a"), none, t0);
+    let w = wants(&drain(&mut s));
+    assert_eq!(w.len(), 2, "one want per distinct block: {w:?}");
+    s.on_block(&"a", silence.cid, t0 + Duration::from_millis(10));
+    let a = drain(&mut s);
+    assert!(a.contains(&Action::SegmentComplete { seq: 2 }), "{a:?}");
+    assert!(!a.contains(&Action::SegmentComplete { seq: 1 }));
+    s.on_block(&"a", other.cid, t0 + Duration::from_millis(20));
+    assert!(drain(&mut s).contains(&Action::SegmentComplete { seq: 1 }));
+    assert_eq!(s.tracked_blocks(), 0);
+}
+
+#[test]
+fn giving_up_one_segment_keeps_blocks_another_needs() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.peer_connected("a", false);
+    let shared = BlockRef { cid: BlockCid::of(b"shared"), size: 1000 };
+    s.add_segment(1, &[shared], t0 + Duration::from_secs(1), Some("a"), none, t0);
+    s.add_segment(2, &[shared], t0 + Duration::from_secs(5), Some("a"), none, t0);
+    drain(&mut s);
+    s.tick(t0 + Duration::from_secs(2));
+    let a = drain(&mut s);
+    assert!(a.contains(&Action::GiveUp { seq: 1, missing: 1 }));
+    assert_eq!(s.tracked_blocks(), 1, "segment 2 still needs the block");
+    s.on_block(&"a", shared.cid, t0 + Duration::from_secs(2));
+    assert!(drain(&mut s).contains(&Action::SegmentComplete { seq: 2 }));
 }
