@@ -1,6 +1,7 @@
 //! `shoal`: the daemon and the commands that talk to it.
 
 mod client;
+mod demo;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -37,6 +38,8 @@ pub(crate) struct ClientArgs {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Run a local demo swarm (a publisher and viewers on loopback) with a live status line.
+    Demo(demo::DemoArgs),
     /// Create a data directory: identity, commented config.toml, API token.
     Init {
         /// Data directory.
@@ -151,9 +154,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -163,7 +166,7 @@ fn init_tracing(format: LogFormat) {
 
 async fn run_node(args: NodeArgs) -> Result<()> {
     let cfg = NodeConfig::load(&args)?;
-    init_tracing(cfg.log_format);
+    init_tracing(cfg.log_format, "info,libp2p=warn");
     let node = Node::start(cfg).await?;
     let h = node.handle();
     // Give the listeners a moment to report their bound addresses.
@@ -252,6 +255,11 @@ fn run_key(cmd: KeyCmd, data_dir: Option<PathBuf>) -> Result<()> {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Cmd::Demo(args) => {
+            // The status line is the demo's output; logs only when wrong.
+            init_tracing(LogFormat::Text, "warn");
+            demo::run(args).await
+        }
         Cmd::Init { data_dir } => run_init(data_dir),
         Cmd::Node(args) => run_node(args).await,
         Cmd::Key { cmd, data_dir } => run_key(cmd, data_dir),

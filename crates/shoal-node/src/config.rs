@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use libp2p::Multiaddr;
+pub use libp2p::{Multiaddr, multiaddr::Protocol};
 use serde::{Deserialize, Serialize};
 use shoal_net::NetConfig;
 use shoal_store::StoreConfig;
