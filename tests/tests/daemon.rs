@@ -119,7 +119,7 @@ fn chain_of_four_relays_byte_identical() -> Result<()> {
 #[test]
 fn api_writes_need_the_token() -> Result<()> {
     let tmp = shoal_tests::test_dir()?;
-    let n = NodeProc::start("N", &tmp.path().join("n"), &[])?;
+    let mut n = NodeProc::start("N", &tmp.path().join("n"), &[])?;
     let channel = generate_key(&n, "existing")?;
     let writes = [
         "/api/v1/keys/newkey".to_owned(),
@@ -142,6 +142,11 @@ fn api_writes_need_the_token() -> Result<()> {
     // With the token the same call works.
     let (status, body) = http(n.api, "POST", "/api/v1/keys/newkey", Some(&n.token))?;
     ensure!(status == 200, "with the token: HTTP {status} {body}");
+    // SIGTERM: ordered shutdown, exit 0, and the API discovery file (the
+    // last step) is gone.
+    ensure!(n.data_dir.join("api").exists(), "the daemon did not write DATA_DIR/api");
+    ensure!(n.terminate()?, "shoal node did not exit 0 on SIGTERM; log:\n{}", n.log());
+    ensure!(!n.data_dir.join("api").exists(), "DATA_DIR/api left behind after shutdown");
     Ok(())
 }
 
