@@ -106,7 +106,9 @@ async fn run(
         if let Some(n) = next {
             match store.manifest(&channel, n) {
                 Ok(Some(m)) => {
-                    let mut seg = BytesMut::with_capacity(m.manifest().segment.byte_len() as usize);
+                    // Declared sizes are the publisher's word: pre-allocate at most
+                    // 16 MiB; the buffer grows only with verified bytes read.
+                    let mut seg = BytesMut::with_capacity(m.manifest().segment.byte_len().min(16 << 20) as usize);
                     let mut complete = true;
                     for b in &m.manifest().segment.blocks {
                         match store.block_bytes(&b.cid) {
