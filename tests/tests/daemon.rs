@@ -185,5 +185,21 @@ fn late_joiner_gets_the_live_edge_fast() -> Result<()> {
     let probe = &got[..got.len().min(64)];
     let pos = input.windows(probe.len()).position(|w| w == probe);
     ensure!(pos.is_some(), "the late joiner's first bytes are not from the stream");
+
+    // --from-start on another late node: its output begins where the stream
+    // began (peers still hold all 12 segments; history reaches back 32).
+    let late2 = NodeProc::start("late2", &tmp.path().join("late2"), &[&b.addr])?;
+    wait_for(Duration::from_secs(10), "the second late node to connect", || {
+        late2.status().ok().filter(|s| s["peers"].as_u64().unwrap_or(0) >= 1)
+    })?;
+    let from_start = tmp.path().join("from-start.bin");
+    let mut w2 =
+        late2.cli().args(["watch", &channel, "--from-start", "-o"]).arg(&from_start).stderr(Stdio::null()).spawn()?;
+    let got2 = wait_for(Duration::from_secs(15), "--from-start output to reach the whole stream", || {
+        std::fs::read(&from_start).ok().filter(|o| o.len() >= input.len())
+    });
+    let _ = w2.kill();
+    let got2 = got2.with_context(|| late2.log())?;
+    ensure!(got2[..input.len()] == input[..], "--from-start output is not the stream from its beginning");
     Ok(())
 }

@@ -242,7 +242,14 @@ impl NodeHandle {
 
     /// Joins a channel (subscribe, provide, find providers, fetch the head).
     pub async fn join(&self, channel: ChannelId) -> Result<(), NodeError> {
-        self.ask(|reply| Command::Join { channel, reply }).await?.map_err(NodeError::Refused)
+        self.join_with_history(channel, 0).await
+    }
+
+    /// Joins and asks peers for up to `history` of the channel's newest
+    /// manifests (capped at 32), so a watcher can start from what peers still
+    /// hold rather than the live edge.
+    pub async fn join_with_history(&self, channel: ChannelId, history: u32) -> Result<(), NodeError> {
+        self.ask(|reply| Command::Join { channel, history, reply }).await?.map_err(NodeError::Refused)
     }
 
     /// Leaves a channel.

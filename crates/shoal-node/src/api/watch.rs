@@ -30,6 +30,8 @@ use crate::node::{NodeHandle, SegmentEvent};
 const WATCH_BUFFER: usize = 16;
 /// How often the watcher re-checks the store when no event arrives.
 const POLL: Duration = Duration::from_millis(100);
+/// How long `from_start` collects accepted seqs before picking the oldest.
+const FROM_START_COLLECT: Duration = Duration::from_millis(1500);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,7 +53,8 @@ pub(crate) async fn watch(
     };
     // Subscribe before joining so no event between the two is missed.
     let events = node.subscribe();
-    if let Err(e) = node.join(channel).await {
+    let history = if p.from_start { shoal_core::limits::MAX_HEAD_MANIFESTS } else { 0 };
+    if let Err(e) = node.join_with_history(channel, history).await {
         return err(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
     }
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(WATCH_BUFFER);
@@ -100,6 +103,26 @@ async fn run(
     // (Ready or Skipped at the segment's own deadline). Only a seq whose
     // manifest never arrived is skipped here, once later ones play.
     let mut accepted: BTreeSet<u64> = BTreeSet::new();
+    if p.from_start && next.is_none() {
+        // History arrives from peers' head responses, possibly after a live
+        // announcement: collect what is accepted for a moment and start at
+        // the oldest, not at whichever came first.
+        let until = tokio::time::Instant::now() + FROM_START_COLLECT;
+        while let Ok(ev) = tokio::time::timeout_at(until, events.recv()).await {
+            match ev {
+                Ok(SegmentEvent::Accepted { channel: c, seq } | SegmentEvent::Ready { channel: c, seq })
+                    if c == channel =>
+                {
+                    next = Some(next.map_or(seq, |n| n.min(seq)));
+                    if accepted.len() < 1024 {
+                        accepted.insert(seq);
+                    }
+                }
+                Err(RecvError::Closed) => return,
+                _ => {}
+            }
+        }
+    }
     let mut newest_ready: Option<u64> = None;
     let mut waiting_since = Instant::now();
     loop {

@@ -69,7 +69,7 @@ pub struct ChannelStatus {
 /// Commands from the API and CLI handlers.
 #[derive(Debug)]
 pub(crate) enum Command {
-    Join { channel: ChannelId, reply: oneshot::Sender<Result<(), String>> },
+    Join { channel: ChannelId, history: u32, reply: oneshot::Sender<Result<(), String>> },
     Leave { channel: ChannelId, reply: oneshot::Sender<Result<(), String>> },
     Publish { key: Arc<ChannelKey>, segment: PublishSegment, reply: oneshot::Sender<Result<u64, String>> },
     Channels { reply: oneshot::Sender<Vec<ChannelStatus>> },
@@ -440,8 +440,8 @@ impl Engine {
 
     async fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Join { channel, reply } => {
-                let r = self.join(channel).await;
+            Command::Join { channel, history, reply } => {
+                let r = self.join(channel, history).await;
                 let _ = reply.send(r);
             }
             Command::Leave { channel, reply } => {
@@ -477,17 +477,22 @@ impl Engine {
         }
     }
 
-    async fn join(&mut self, channel: ChannelId) -> Result<(), String> {
-        if self.channels.contains_key(&channel) {
+    /// Joins a channel and asks a few connected peers for its newest
+    /// `history` manifests (at least the live edge; more for `--from-start`).
+    /// Joining a joined channel only asks for the extra history.
+    async fn join(&mut self, channel: ChannelId, history: u32) -> Result<(), String> {
+        let max = history.clamp(JOIN_HEAD_MANIFESTS, shoal_core::limits::MAX_HEAD_MANIFESTS);
+        if !self.channels.contains_key(&channel) {
+            self.shared.net.join_channel(channel).await.map_err(|e| e.to_string())?;
+            self.rt(channel);
+        } else if max <= JOIN_HEAD_MANIFESTS {
             return Ok(());
         }
-        self.shared.net.join_channel(channel).await.map_err(|e| e.to_string())?;
-        self.rt(channel);
         // Start at the live edge: ask a few connected peers for the newest
         // manifests instead of waiting for the next announcement.
         let peers: Vec<PeerId> = self.connected.iter().take(JOIN_HEAD_PEERS).copied().collect();
         for peer in peers {
-            self.request_head(peer, channel, JOIN_HEAD_MANIFESTS);
+            self.request_head(peer, channel, max);
         }
         Ok(())
     }
@@ -510,7 +515,7 @@ impl Engine {
     async fn publish(&mut self, key: &ChannelKey, seg: PublishSegment) -> Result<u64, String> {
         let channel = key.channel_id();
         if !self.channels.contains_key(&channel) {
-            self.join(channel).await?;
+            self.join(channel, JOIN_HEAD_MANIFESTS).await?;
         }
         let rt = self.rt(channel);
         rt.publishing = true;
