@@ -9,16 +9,20 @@
 //! - **Held wants down the gossip tree.** The first peer to forward us a
 //!   manifest (its *upstream*) is one hop closer to the publisher. We ask it
 //!   with a hold, so it answers the moment it has the block: no HAVE round
-//!   trip per hop, and each node downloads each block about once.
+//!   trip per hop, and each node downloads each block about once. Only the
+//!   upstream holds: plain neighbours are probed without a hold, after
+//!   `probe_after` or near the deadline (holds anywhere built wait cycles).
 //! - **Multi-source.** Blocks of one segment are spread over every peer that
 //!   announced HAVE or that is an upstream, by least expected finish time
 //!   (queued bytes ÷ measured rate), earliest deadline first.
 //! - **The origin is the last resort.** The publisher and providers are
 //!   ranked behind every relay; they are asked only when nobody else is known
 //!   to have or expect the block, or when a deadline is near.
-//! - **Duplicates only near the deadline.** A second peer is asked for the
-//!   same block only inside the hedge window before its deadline, which keeps
-//!   duplicate payload small.
+//! - **Hedges only near the deadline.** A second peer is asked for the
+//!   same block only inside the hedge window before its deadline. The other
+//!   source of duplicates is the switch of a held want to a HAVE holder after
+//!   `switch_after`, which races an upstream copy already in flight; measured
+//!   as the dominant one in docs/benchmarks.md.
 //! - **Slow and lying peers lose rank.** A request that times out, or a HAVE
 //!   that is not honoured, counts a stall against the peer.
 
