@@ -5,8 +5,13 @@
 use std::time::Duration;
 
 use libp2p::{
-    StreamProtocol, Swarm, SwarmBuilder, allow_block_list, connection_limits,
-    core::{Transport, transport::MemoryTransport, upgrade::Version},
+    PeerId, StreamProtocol, Swarm, SwarmBuilder, allow_block_list, connection_limits,
+    core::{
+        Transport,
+        muxing::StreamMuxerBox,
+        transport::{Boxed, MemoryTransport},
+        upgrade::Version,
+    },
     gossipsub::{
         self, AllowAllSubscriptionFilter, IdentityTransform, MaxCountSubscriptionFilter, MessageAuthenticity,
         MessageId, PeerScoreParams, PeerScoreThresholds, TopicScoreParams, ValidationMode,
@@ -44,6 +49,19 @@ pub const MAX_GOSSIP_TRANSMIT_BYTES: usize = MAX_SIGNED_MANIFEST_BYTES + 4 * 102
 /// `manifest_max_age_ms` (60 s), so an exact replay inside the age window is
 /// a silent duplicate and one outside it fails the age check.
 const DUPLICATE_CACHE: Duration = Duration::from_secs(120);
+
+/// The in-process transport: memory, upgraded with noise and yamux exactly
+/// as TCP is. Public so test peers (including hostile ones) speak the same
+/// stack as a node built with [`TransportKind::Memory`].
+pub fn memory_transport(
+    key: &Keypair,
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(MemoryTransport::default()
+        .upgrade(Version::V1)
+        .authenticate(noise::Config::new(key)?)
+        .multiplex(yamux::Config::default())
+        .boxed())
+}
 
 /// Which transports the swarm runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,13 +252,7 @@ pub(crate) fn build_swarm(
     let swarm = match transport {
         TransportKind::Memory => SwarmBuilder::with_existing_identity(key)
             .with_tokio()
-            .with_other_transport(|key| {
-                Ok(MemoryTransport::default()
-                    .upgrade(Version::V1)
-                    .authenticate(noise::Config::new(key)?)
-                    .multiplex(yamux::Config::default())
-                    .boxed())
-            })
+            .with_other_transport(memory_transport)
             .map_err(|e| err(&e))?
             .with_bandwidth_metrics(registry)
             .with_behaviour(|_| behaviour)

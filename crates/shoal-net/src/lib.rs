@@ -33,7 +33,7 @@ use prometheus_client::registry::Registry;
 use tokio::{sync::mpsc, task::JoinHandle};
 
 pub use crate::{
-    behaviour::{IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL, MAX_GOSSIP_TRANSMIT_BYTES, TransportKind},
+    behaviour::{IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL, MAX_GOSSIP_TRANSMIT_BYTES, TransportKind, memory_transport},
     client::{NetClient, NetStatus},
     codec::{EXCHANGE_PROTOCOL, HEAD_PROTOCOL},
     config::{ManifestValidation, NetConfig, peer_id_of},

@@ -5,13 +5,8 @@ use std::time::{Duration, Instant};
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, SwarmBuilder,
-    core::{Transport, transport::MemoryTransport, upgrade::Version},
-    identity::Keypair,
-    multiaddr::Protocol,
-    noise, request_response,
+    Multiaddr, PeerId, StreamProtocol, SwarmBuilder, identity::Keypair, multiaddr::Protocol, request_response,
     swarm::SwarmEvent,
-    yamux,
 };
 use prost::Message;
 use shoal_core::{BlockCid, VerifiedBlock};
@@ -213,13 +208,7 @@ impl request_response::Codec for EvilCodec {
 async fn spawn_evil(next: impl Fn(usize) -> Vec<u8> + Send + 'static) -> (PeerId, Multiaddr) {
     let mut swarm = SwarmBuilder::with_existing_identity(Keypair::generate_ed25519())
         .with_tokio()
-        .with_other_transport(|key| {
-            Ok(MemoryTransport::default()
-                .upgrade(Version::V1)
-                .authenticate(noise::Config::new(key)?)
-                .multiplex(yamux::Config::default())
-                .boxed())
-        })
+        .with_other_transport(shoal_net::memory_transport)
         .unwrap()
         .with_behaviour(|_| {
             request_response::Behaviour::<EvilCodec>::new(
