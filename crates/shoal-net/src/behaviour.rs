@@ -18,7 +18,7 @@ use libp2p::{
     },
     identify,
     identity::Keypair,
-    kad, mdns, noise, ping, request_response,
+    kad, mdns, memory_connection_limits, noise, ping, request_response,
     swarm::{NetworkBehaviour, behaviour::toggle::Toggle},
     tcp, yamux,
 };
@@ -29,6 +29,7 @@ use shoal_core::limits::{MAX_DIRECTORY_ENTRY_BYTES, MAX_SIGNED_MANIFEST_BYTES};
 use crate::{
     NetConfig, NetError, NetMetrics,
     codec::{EXCHANGE_PROTOCOL, Exchange, FrameCodec, HEAD_PROTOCOL, Head},
+    gate::{DenyList, Gate},
     metrics::NetProtocol,
 };
 
@@ -63,22 +64,51 @@ pub fn memory_transport(
         .boxed())
 }
 
+/// Builds an authenticated, multiplexed transport for one node's key: the
+/// signature of [`memory_transport`]. A plain `fn` (not a closure) keeps
+/// [`TransportKind`] `Copy`; an implementation that needs per-node state
+/// looks it up by the key's peer id.
+pub type TransportFn =
+    fn(&Keypair) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>>;
+
 /// Which transports the swarm runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub enum TransportKind {
     /// In-process memory transport with noise and yamux, for fast tests
     /// (`/memory/<port>` addresses).
     Memory,
     /// TCP (noise, yamux) and QUIC, with DNS resolution: a real node.
     TcpQuic,
+    /// A transport built by the caller, e.g. the bench's memory transport
+    /// with emulated latency and bandwidth caps (`shoal-bench`'s shaping).
+    /// Listen addresses must be ones it understands.
+    Custom(TransportFn),
 }
+
+impl PartialEq for TransportKind {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Memory, Self::Memory) | (Self::TcpQuic, Self::TcpQuic) => true,
+            // Function addresses are not a meaningful identity; two custom
+            // transports compare equal as kinds.
+            (Self::Custom(_), Self::Custom(_)) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for TransportKind {}
 
 type Gossipsub = gossipsub::Behaviour<IdentityTransform, MaxCountSubscriptionFilter<AllowAllSubscriptionFilter>>;
 
 /// Every protocol shoal speaks.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    /// First: an excluded peer or address is refused before any other
+    /// behaviour spends anything on it.
+    pub(crate) gate: Gate,
     pub(crate) limits: connection_limits::Behaviour,
+    pub(crate) memory: Toggle<memory_connection_limits::Behaviour>,
     pub(crate) blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
@@ -213,8 +243,18 @@ fn build_behaviour(
         .with_max_pending_incoming(Some(config.max_pending_connections))
         .with_max_pending_outgoing(Some(config.max_pending_connections));
 
+    let memory = (config.max_memory_percent > 0).then(|| {
+        memory_connection_limits::Behaviour::with_max_percentage(f64::from(config.max_memory_percent) / 100.0)
+    });
+
     Ok(Behaviour {
+        gate: Gate::new(
+            DenyList::new(&config.deny),
+            config.max_connections_per_ip,
+            metrics.connections_refused.clone(),
+        ),
         limits: connection_limits::Behaviour::new(limits),
+        memory: Toggle::from(memory),
         blocked: allow_block_list::Behaviour::default(),
         identify: identify::Behaviour::new(
             identify::Config::new(IDENTIFY_PROTOCOL_VERSION.into(), key.public())
@@ -250,9 +290,12 @@ pub(crate) fn build_swarm(
     let idle = Duration::from_secs(config.idle_timeout_secs);
     let err = |e: &dyn std::fmt::Display| NetError::Build(e.to_string());
     let swarm = match transport {
-        TransportKind::Memory => SwarmBuilder::with_existing_identity(key)
+        TransportKind::Memory | TransportKind::Custom(_) => SwarmBuilder::with_existing_identity(key)
             .with_tokio()
-            .with_other_transport(memory_transport)
+            .with_other_transport(match transport {
+                TransportKind::Custom(make) => make,
+                _ => memory_transport,
+            })
             .map_err(|e| err(&e))?
             .with_bandwidth_metrics(registry)
             .with_behaviour(|_| behaviour)

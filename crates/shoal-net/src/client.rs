@@ -11,7 +11,7 @@ use shoal_core::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Acceptance, MetricsSnapshot, NetError, NetMetrics};
+use crate::{Acceptance, DenyRule, MetricsSnapshot, NetError, NetMetrics};
 
 type Reply<T> = oneshot::Sender<Result<T, NetError>>;
 
@@ -30,6 +30,8 @@ pub(crate) enum Command {
     Status(oneshot::Sender<NetStatus>),
     MeshPeers(ChannelId, oneshot::Sender<Vec<PeerId>>),
     Directory(oneshot::Sender<Vec<VerifiedDirectoryEntry>>),
+    SetDenyList(Vec<DenyRule>, oneshot::Sender<usize>),
+    DenyList(oneshot::Sender<Vec<DenyRule>>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -224,6 +226,28 @@ impl NetClient {
     pub async fn directory(&self) -> Result<Vec<VerifiedDirectoryEntry>, NetError> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Directory(tx)).await?;
+        rx.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// Replaces the exclusion list. Connections it now excludes are closed
+    /// at once; new ones are refused when they are made. Returns how many
+    /// connections were closed.
+    pub async fn set_deny_list(&self, rules: Vec<DenyRule>) -> Result<usize, NetError> {
+        if rules.len() > crate::MAX_DENY_RULES {
+            return Err(NetError::Config {
+                key: "deny",
+                reason: format!("{} rules; at most {}", rules.len(), crate::MAX_DENY_RULES),
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::SetDenyList(rules, tx)).await?;
+        rx.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// The exclusion list in force.
+    pub async fn deny_list(&self) -> Result<Vec<DenyRule>, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::DenyList(tx)).await?;
         rx.await.map_err(|_| NetError::Stopped)
     }
 

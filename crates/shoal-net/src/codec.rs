@@ -104,6 +104,19 @@ impl<W> FrameCodec<W> {
     }
 }
 
+/// An inbound request as read: valid, or bytes that broke the protocol.
+/// A bad request is a value rather than a read error because
+/// libp2p-request-response drops inbound read errors without telling the
+/// behaviour (0.30: "this happens when `read_request` fails"), and the event
+/// loop must learn who sent it to strike them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Inbound<R> {
+    /// A request that decoded and passed every limit.
+    Valid(R),
+    /// Why the peer's bytes were refused.
+    Invalid(String),
+}
+
 /// Marks a peer's bad bytes: the event loop strikes the peer for
 /// `InvalidData` and only for that.
 fn invalid(e: WireError) -> io::Error {
@@ -161,15 +174,18 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, body: &[u8], coun
 
 impl<W: Wire> request_response::Codec for FrameCodec<W> {
     type Protocol = StreamProtocol;
-    type Request = W::Request;
+    type Request = Inbound<W::Request>;
     type Response = W::Response;
 
     async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Self::Request>
     where
         T: AsyncRead + Unpin + Send,
     {
-        let buf = read_frame(io, "request", W::MAX_REQUEST, &self.bytes.inbound).await?;
-        W::decode_request(&buf).map_err(invalid)
+        match read_frame(io, "request", W::MAX_REQUEST, &self.bytes.inbound).await {
+            Ok(buf) => Ok(W::decode_request(&buf).map_or_else(|e| Inbound::Invalid(e.to_string()), Inbound::Valid)),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => Ok(Inbound::Invalid(e.to_string())),
+            Err(e) => Err(e),
+        }
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Self::Response>
@@ -184,7 +200,10 @@ impl<W: Wire> request_response::Codec for FrameCodec<W> {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &W::encode_request(&req), &self.bytes.outbound).await
+        match req {
+            Inbound::Valid(r) => write_frame(io, &W::encode_request(&r), &self.bytes.outbound).await,
+            Inbound::Invalid(why) => Err(io::Error::new(io::ErrorKind::InvalidInput, why)),
+        }
     }
 
     async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: Self::Response) -> io::Result<()>
@@ -215,9 +234,9 @@ mod tests {
             ..Default::default()
         };
         let mut buf = Vec::new();
-        c.write_request(&EXCHANGE_PROTOCOL, &mut buf, req.clone()).await.unwrap();
+        c.write_request(&EXCHANGE_PROTOCOL, &mut buf, Inbound::Valid(req.clone())).await.unwrap();
         let got = c.read_request(&EXCHANGE_PROTOCOL, &mut Cursor::new(buf.clone())).await.unwrap();
-        assert_eq!(got, req);
+        assert_eq!(got, Inbound::Valid(req));
         assert_eq!(c.bytes.outbound.get(), buf.len() as u64);
         assert_eq!(c.bytes.inbound.get(), buf.len() as u64);
 
@@ -241,14 +260,18 @@ mod tests {
             n >>= 7;
         }
         buf.push(n as u8);
-        let err = c.read_request(&EXCHANGE_PROTOCOL, &mut Cursor::new(buf)).await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-        assert!(err.to_string().contains("limit"), "{err}");
+        // Inbound requests come back as Invalid values (so the sender can be
+        // struck), not read errors.
+        let got = c.read_request(&EXCHANGE_PROTOCOL, &mut Cursor::new(buf)).await.unwrap();
+        assert!(matches!(&got, Inbound::Invalid(why) if why.contains("limit")), "{got:?}");
         // An endless varint is refused too.
-        let err = c.read_request(&EXCHANGE_PROTOCOL, &mut Cursor::new(vec![0xff; 11])).await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-        // Garbage body of an allowed length: malformed, InvalidData.
-        let err = c.read_request(&EXCHANGE_PROTOCOL, &mut Cursor::new(vec![3, 0xff, 0xff, 0xff])).await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let got = c.read_request(&EXCHANGE_PROTOCOL, &mut Cursor::new(vec![0xff; 11])).await.unwrap();
+        assert!(matches!(got, Inbound::Invalid(_)), "{got:?}");
+        // Garbage body of an allowed length: malformed.
+        let got = c.read_request(&EXCHANGE_PROTOCOL, &mut Cursor::new(vec![3, 0xff, 0xff, 0xff])).await.unwrap();
+        assert!(matches!(got, Inbound::Invalid(_)), "{got:?}");
+        // A stream cut short is an I/O error (not provable misbehaviour).
+        let err = c.read_request(&EXCHANGE_PROTOCOL, &mut Cursor::new(vec![40, 1, 2])).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
 }

@@ -7,7 +7,10 @@ use libp2p::{Multiaddr, PeerId, multiaddr::Protocol};
 use serde::{Deserialize, Serialize};
 use shoal_core::limits::MAX_HOLD_MS;
 
-use crate::NetError;
+use crate::{
+    NetError,
+    gate::{DenyRule, MAX_DENY_RULES},
+};
 
 /// Who decides Accept/Reject/Ignore for a channel manifest that passed the
 /// stateless checks (decode, size, signature, clock bounds).
@@ -95,6 +98,29 @@ pub struct NetConfig {
     pub directory_max_entries: usize,
     /// Directory entries not re-announced within this time are dropped.
     pub directory_ttl_secs: u64,
+    /// The exclusion list: peer ids (`12D3Koo…`) and IP ranges
+    /// (`10.0.0.0/8`, `::1/128`). Enforced on every connection, both ways;
+    /// replaced at run time by `shoal peers block/unblock` and a config reload.
+    pub deny: Vec<DenyRule>,
+    /// Most inbound connections from one IP address (memory transports have
+    /// no IP and are not counted). Caps Sybil identities from one host.
+    pub max_connections_per_ip: u32,
+    /// Refuse new connections while this process uses more than this share
+    /// of the machine's memory, percent (0 turns the check off).
+    pub max_memory_percent: u8,
+    /// Bytes per second one peer may pull from us over the exchange
+    /// (token bucket, one second of burst; 0 = no per-peer cap).
+    pub serve_bytes_per_sec_per_peer: u64,
+    /// Exchange requests per second one peer may send us (burst: two
+    /// seconds' worth). Requests over it are answered DONT_HAVE at once.
+    pub exchange_requests_per_sec_per_peer: u32,
+    /// Head requests per second one peer may send us (burst: four seconds'
+    /// worth). Requests over it get an empty answer.
+    pub head_requests_per_sec_per_peer: u32,
+    /// Total bytes per second served to all peers (0 = no cap). Not a
+    /// `[net]` key: the node sets it from its top-level `max_upload`.
+    #[serde(skip)]
+    pub max_upload: u64,
 }
 
 impl Default for NetConfig {
@@ -131,6 +157,13 @@ impl Default for NetConfig {
             idle_timeout_secs: 60,
             directory_max_entries: 1_000,
             directory_ttl_secs: 120,
+            deny: Vec::new(),
+            max_connections_per_ip: 8,
+            max_memory_percent: 80,
+            serve_bytes_per_sec_per_peer: 8 * 1024 * 1024,
+            exchange_requests_per_sec_per_peer: 100,
+            head_requests_per_sec_per_peer: 5,
+            max_upload: 0,
         }
     }
 }
@@ -184,10 +217,44 @@ impl NetConfig {
             ("max_inbound_requests_per_peer", self.max_inbound_requests_per_peer),
             ("max_outbound_requests_per_peer", self.max_outbound_requests_per_peer),
             ("directory_max_entries", self.directory_max_entries),
+            ("held_wants_total", self.held_wants_total),
+            ("max_connections", self.max_connections as usize),
+            ("max_connections_per_peer", self.max_connections_per_peer as usize),
+            ("max_connections_per_ip", self.max_connections_per_ip as usize),
+            ("max_pending_connections", self.max_pending_connections as usize),
+            ("max_strikes", self.max_strikes as usize),
+            ("max_peer_subscriptions", self.max_peer_subscriptions),
+            ("exchange_requests_per_sec_per_peer", self.exchange_requests_per_sec_per_peer as usize),
+            ("head_requests_per_sec_per_peer", self.head_requests_per_sec_per_peer as usize),
+            ("request_timeout_ms", self.request_timeout_ms as usize),
+            ("idle_timeout_secs", self.idle_timeout_secs as usize),
+            ("directory_ttl_secs", self.directory_ttl_secs as usize),
+            ("manifest_max_age_ms", self.manifest_max_age_ms as usize),
         ] {
             if v == 0 {
                 return bad(key, "must be at least 1".into());
             }
+        }
+        if self.held_wants_per_peer > self.held_wants_total {
+            return bad(
+                "held_wants_per_peer",
+                format!("{} is above held_wants_total ({})", self.held_wants_per_peer, self.held_wants_total),
+            );
+        }
+        if self.max_memory_percent > 100 {
+            return bad("max_memory_percent", format!("{} is not a percentage (0..=100)", self.max_memory_percent));
+        }
+        if self.deny.len() > MAX_DENY_RULES {
+            return bad("deny", format!("{} rules; at most {MAX_DENY_RULES}, use wider ranges", self.deny.len()));
+        }
+        if self.serve_bytes_per_sec_per_peer != 0 && self.serve_bytes_per_sec_per_peer < 16 * 1024 {
+            return bad(
+                "serve_bytes_per_sec_per_peer",
+                format!(
+                    "{} B/s cannot carry a video stream; use 0 (no cap) or at least 16384",
+                    self.serve_bytes_per_sec_per_peer
+                ),
+            );
         }
         if self.gossip_heartbeat_ms < 50 {
             return bad("gossip_heartbeat_ms", format!("{} is too fast; use at least 50", self.gossip_heartbeat_ms));

@@ -24,6 +24,14 @@ pub enum Misbehaviour {
     MalformedFrame,
     /// A head response with a manifest that did not verify.
     BadHeadManifest,
+    /// A gossip message invalid from its bytes alone (bad signature,
+    /// malformed, wrong channel). Honest peers validate before forwarding,
+    /// so only the peer that made it up sends one.
+    InvalidGossip,
+    /// Requests far over `[net] exchange_requests_per_sec_per_peer` or
+    /// `head_requests_per_sec_per_peer` (one strike per
+    /// `FLOOD_STRIKE_EVERY` refused requests).
+    Flood,
 }
 
 /// Events from the network, delivered over a bounded channel. The loop never

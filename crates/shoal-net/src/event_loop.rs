@@ -31,7 +31,9 @@ use crate::{
     behaviour::{Behaviour, BehaviourEvent},
     client::Command,
     directory::DirectoryList,
+    gate::{DenyList, DenyRule},
     held::HeldWants,
+    rate::{KeyedBuckets, TokenBucket, byte_burst},
 };
 
 /// How often held wants are checked for expiry: 100 ms is well under any
@@ -53,6 +55,21 @@ const MAX_STRUCK_PEERS: usize = 4096;
 
 /// Peers banned at once; when full, the ban ending soonest is lifted early.
 const MAX_BANNED_PEERS: usize = 1024;
+
+/// Peers with a rate bucket; quiet peers' full buckets are forgotten first.
+const MAX_RATED_PEERS: usize = 4096;
+
+/// One flood strike per this many requests refused by a rate cap. An honest
+/// peer that brushes the cap loses a request now and then; one that sends
+/// ten times the allowed rate is banned within seconds.
+pub(crate) const FLOOD_STRIKE_EVERY: u32 = 100;
+
+/// Which per-peer request rate a request counts against.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RateKind {
+    Exchange,
+    Head,
+}
 
 type Reply<T> = oneshot::Sender<Result<T, NetError>>;
 
@@ -83,6 +100,16 @@ pub(crate) struct EventLoop {
     held: HeldWants<libp2p::request_response::ResponseChannel<ExchangeResponse>>,
     strikes: HashMap<PeerId, u32>,
     banned: HashMap<PeerId, Instant>,
+    /// The exclusion list as given (the gate holds the compiled form).
+    deny_rules: Vec<DenyRule>,
+    /// Bytes per second served to each peer.
+    serve_per_peer: Option<KeyedBuckets<PeerId>>,
+    /// Bytes per second served in total (`max_upload`).
+    serve_total: Option<TokenBucket>,
+    exchange_rate: KeyedBuckets<PeerId>,
+    head_rate: KeyedBuckets<PeerId>,
+    /// Requests refused by a rate cap, per peer, towards a flood strike.
+    refusals: HashMap<PeerId, u32>,
     /// libp2p's own swarm/kad/identify/ping/gossipsub event metrics.
     p2p_metrics: libp2p::metrics::Metrics,
 }
@@ -110,7 +137,19 @@ impl EventLoop {
             max_age_ms: Some(config.manifest_max_age_ms),
             ..VerifyPolicy::default()
         };
+        let now = Instant::now();
+        let per_peer = config.serve_bytes_per_sec_per_peer;
+        let xr = f64::from(config.exchange_requests_per_sec_per_peer);
+        let hr = f64::from(config.head_requests_per_sec_per_peer);
         Self {
+            deny_rules: config.deny.clone(),
+            serve_per_peer: (per_peer > 0)
+                .then(|| KeyedBuckets::new(per_peer as f64, byte_burst(per_peer), MAX_RATED_PEERS)),
+            serve_total: (config.max_upload > 0)
+                .then(|| TokenBucket::new(config.max_upload as f64, byte_burst(config.max_upload), now)),
+            exchange_rate: KeyedBuckets::new(xr, 2.0 * xr, MAX_RATED_PEERS),
+            head_rate: KeyedBuckets::new(hr, 4.0 * hr, MAX_RATED_PEERS),
+            refusals: HashMap::new(),
             directory: DirectoryList::new(config.directory_max_entries, Duration::from_secs(config.directory_ttl_secs)),
             held: HeldWants::new(config.held_wants_per_peer, config.held_wants_total),
             directory_topic: IdentTopic::new(DIRECTORY_TOPIC).hash(),
@@ -238,6 +277,16 @@ impl EventLoop {
             Command::Directory(reply) => {
                 let _ = reply.send(self.directory.list());
             }
+            Command::SetDenyList(rules, reply) => {
+                let closed = self.swarm.behaviour_mut().gate.set_deny(DenyList::new(&rules));
+                tracing::info!(rules = rules.len(), closed, "exclusion list replaced");
+                self.deny_rules = rules;
+                let _ = reply.send(closed);
+            }
+            Command::DenyList(reply) => {
+                debug_assert_eq!(self.swarm.behaviour().gate.deny_list(), &DenyList::new(&self.deny_rules));
+                let _ = reply.send(self.deny_rules.clone());
+            }
             // `run` intercepts Shutdown before dispatching here.
             Command::Shutdown(_) => {}
         }
@@ -258,6 +307,12 @@ impl EventLoop {
                 self.metrics.set_peers(self.swarm.connected_peers().count());
                 self.held.peer_gone(&peer_id);
                 self.metrics.held_wants.set(self.held.len() as i64);
+                if let Some(b) = &mut self.serve_per_peer {
+                    b.remove(&peer_id);
+                }
+                self.exchange_rate.remove(&peer_id);
+                self.head_rate.remove(&peer_id);
+                self.refusals.remove(&peer_id);
                 self.emit(NetEvent::PeerDisconnected { peer: peer_id });
             }
             SwarmEvent::Behaviour(ev) => self.on_behaviour_event(ev),
@@ -365,6 +420,46 @@ impl EventLoop {
             .collect();
         for ch in thin {
             self.find_providers(ch);
+        }
+    }
+
+    /// Counts one inbound request against the peer's rate; false if over
+    /// it (and a flood strike every `FLOOD_STRIKE_EVERY` refusals).
+    pub(crate) fn admit(&mut self, peer: PeerId, kind: RateKind, now: Instant) -> bool {
+        let bucket = match kind {
+            RateKind::Exchange => self.exchange_rate.get(peer, now),
+            RateKind::Head => self.head_rate.get(peer, now),
+        };
+        if bucket.try_take(1.0, now) {
+            return true;
+        }
+        self.metrics.rate_limited.inc();
+        if self.refusals.len() >= MAX_RATED_PEERS && !self.refusals.contains_key(&peer) {
+            self.refusals.clear();
+        }
+        let n = self.refusals.entry(peer).or_default();
+        *n += 1;
+        if *n >= FLOOD_STRIKE_EVERY {
+            *n = 0;
+            self.strike(peer, crate::Misbehaviour::Flood, 1);
+        }
+        false
+    }
+
+    /// Whether both upload buckets (this peer's, the total) have credit.
+    pub(crate) fn upload_ready(&mut self, peer: PeerId, now: Instant) -> bool {
+        self.serve_per_peer.as_mut().is_none_or(|b| b.get(peer, now).ready(now))
+            && self.serve_total.as_mut().is_none_or(|b| b.ready(now))
+    }
+
+    /// Charges bytes sent to `peer` to the upload buckets.
+    pub(crate) fn charge_upload(&mut self, peer: PeerId, bytes: u64) {
+        let now = Instant::now();
+        if let Some(b) = &mut self.serve_per_peer {
+            b.get(peer, now).charge(bytes as f64, now);
+        }
+        if let Some(b) = &mut self.serve_total {
+            b.charge(bytes as f64, now);
         }
     }
 

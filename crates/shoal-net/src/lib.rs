@@ -21,8 +21,10 @@ mod directory;
 mod error;
 mod event;
 mod event_loop;
+mod gate;
 mod held;
 mod metrics;
+mod rate;
 mod source;
 mod validate;
 
@@ -33,13 +35,18 @@ use prometheus_client::registry::Registry;
 use tokio::{sync::mpsc, task::JoinHandle};
 
 pub use crate::{
-    behaviour::{IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL, MAX_GOSSIP_TRANSMIT_BYTES, TransportKind, memory_transport},
+    behaviour::{
+        IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL, MAX_GOSSIP_TRANSMIT_BYTES, TransportFn, TransportKind,
+        memory_transport,
+    },
     client::{NetClient, NetStatus},
     codec::{EXCHANGE_PROTOCOL, HEAD_PROTOCOL},
     config::{ManifestValidation, NetConfig, peer_id_of},
     error::NetError,
     event::{Acceptance, Misbehaviour, NetEvent},
+    gate::{BadDenyRule, DenyList, DenyRule, IpRange, MAX_DENY_RULES},
     metrics::{MetricsSnapshot, NetMetrics},
+    rate::{KeyedBuckets, TokenBucket},
     source::{BlockSource, NoBlocks},
 };
 

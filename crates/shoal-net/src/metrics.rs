@@ -69,6 +69,8 @@ pub struct NetMetrics {
     pub(crate) held_wants_expired: Counter,
     pub(crate) held_wants_refused: Counter,
     pub(crate) held_wants_cancelled: Counter,
+    pub(crate) rate_limited: Counter,
+    pub(crate) connections_refused: Counter,
     inbound_requests: Family<KindLabels, Counter>,
     events_dropped: Family<KindLabels, Counter>,
 }
@@ -91,6 +93,8 @@ impl NetMetrics {
             held_wants_expired: Counter::default(),
             held_wants_refused: Counter::default(),
             held_wants_cancelled: Counter::default(),
+            rate_limited: Counter::default(),
+            connections_refused: Counter::default(),
             inbound_requests: Family::default(),
             events_dropped: Family::default(),
         };
@@ -109,6 +113,12 @@ impl NetMetrics {
         r.register("held_wants_expired", "Held wants that expired", m.held_wants_expired.clone());
         r.register("held_wants_refused", "Wants not held because a cap was reached", m.held_wants_refused.clone());
         r.register("held_wants_cancelled", "Held wants cancelled by the peer", m.held_wants_cancelled.clone());
+        r.register("rate_limited", "Inbound requests or blocks refused by a rate cap", m.rate_limited.clone());
+        r.register(
+            "connections_refused",
+            "Connections refused by the deny list or the per-IP cap",
+            m.connections_refused.clone(),
+        );
         r.register("inbound_requests", "Inbound exchange/head requests", m.inbound_requests.clone());
         r.register("events_dropped", "Events dropped because the consumer was slow", m.events_dropped.clone());
         m
@@ -193,6 +203,8 @@ impl NetMetrics {
             held_wants_expired: self.held_wants_expired.get(),
             held_wants_refused: self.held_wants_refused.get(),
             held_wants_cancelled: self.held_wants_cancelled.get(),
+            rate_limited: self.rate_limited.get(),
+            connections_refused: self.connections_refused.get(),
             events_dropped: EVENT_KINDS
                 .iter()
                 .map(|kind| self.events_dropped.get_or_create(&KindLabels { kind }).get())
@@ -308,4 +320,8 @@ pub struct MetricsSnapshot {
     pub held_wants_cancelled: u64,
     /// Events dropped because the consumer was slow.
     pub events_dropped: u64,
+    /// Inbound requests (or blocks in them) refused by a rate cap.
+    pub rate_limited: u64,
+    /// Connections refused by the deny list or the per-IP cap.
+    pub connections_refused: u64,
 }

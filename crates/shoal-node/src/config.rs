@@ -22,6 +22,10 @@ use crate::scheduler::SchedulerConfig;
 /// Default local API / gateway address: loopback only.
 pub const DEFAULT_API: &str = "127.0.0.1:8455";
 
+/// Smallest non-zero `max_upload` / `max_download`: 16 KiB/s, far below any
+/// video stream; smaller values are typos (bits for bytes, a missing k).
+pub const MIN_RATE_CAP: u64 = 16 * 1024;
+
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -87,6 +91,10 @@ pub struct FetchConfig {
     /// Publisher side: after this long, the publisher serves a block to
     /// anyone (stragglers), ms.
     pub origin_grace_ms: u64,
+    /// Bench baseline only (`shoal-bench --modes origin`): fetch blocks from
+    /// this peer id alone (the publisher), ignore other peers' HAVEs and
+    /// announce none, i.e. the CDN picture. Unset in real use.
+    pub origin_only: Option<String>,
 }
 
 impl Default for FetchConfig {
@@ -102,6 +110,7 @@ impl Default for FetchConfig {
             stall_limit: s.stall_limit,
             origin_copies: 1,
             origin_grace_ms: 1500,
+            origin_only: None,
         }
     }
 }
@@ -132,6 +141,17 @@ pub struct NodeConfig {
     pub api: SocketAddr,
     /// Log format.
     pub log_format: LogFormat,
+    /// Upload cap, bytes per second, over everything this node serves to
+    /// peers (0 = no cap). A node that relays a stream needs about one copy
+    /// of the stream's bitrate per downstream peer it feeds.
+    pub max_upload: u64,
+    /// Download cap, bytes per second, over everything this node fetches
+    /// (0 = no cap). The fetch scheduler paces its wants to stay under it;
+    /// below the stream's bitrate, segments will be skipped.
+    pub max_download: u64,
+    /// The file this configuration was read from, if any (for reloads).
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
     /// `[net]`: libp2p.
     pub net: NetConfig,
     /// `[store]`: RocksDB.
@@ -152,6 +172,9 @@ impl Default for NodeConfig {
             // Invariant: the constant is a valid socket address.
             api: DEFAULT_API.parse().unwrap_or_else(|_| unreachable!("valid constant")),
             log_format: LogFormat::Text,
+            max_upload: 0,
+            max_download: 0,
+            file: None,
             net: NetConfig::default(),
             store: StoreConfig::default(),
             fetch: FetchConfig::default(),
@@ -204,6 +227,7 @@ impl NodeConfig {
             }
             None => Self::default(),
         };
+        cfg.file = file.clone();
         if args.data_dir.is_some() || file.is_none() {
             cfg.data_dir = data_dir;
         }
@@ -225,7 +249,49 @@ impl NodeConfig {
 
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.net.validate().map_err(|e| ConfigError::Invalid { key: "net", reason: e.to_string() })?;
+        self.net.validate().map_err(|e| match e {
+            shoal_net::NetError::Config { key, reason } => {
+                ConfigError::Invalid { key, reason: format!("[net] {reason}") }
+            }
+            other => ConfigError::Invalid { key: "net", reason: other.to_string() },
+        })?;
+        let bad = |key: &'static str, reason: String| Err(ConfigError::Invalid { key, reason });
+        for (key, v) in [("max_upload", self.max_upload), ("max_download", self.max_download)] {
+            if v != 0 && v < MIN_RATE_CAP {
+                return bad(
+                    key,
+                    format!("{v} B/s cannot carry a video stream; use 0 (no cap) or at least {MIN_RATE_CAP}"),
+                );
+            }
+        }
+        let f = &self.fetch;
+        if f.max_tracked_blocks == 0 {
+            return bad("fetch.max_tracked_blocks", "must be at least 1".into());
+        }
+        if f.stall_limit == 0 {
+            return bad("fetch.stall_limit", "must be at least 1 (one stall would bench every peer)".into());
+        }
+        if f.base_timeout_ms == 0 || f.base_timeout_ms > 60_000 {
+            return bad("fetch.base_timeout_ms", format!("{} must be 1..=60000", f.base_timeout_ms));
+        }
+        if f.max_hold_ms > u64::from(shoal_core::limits::MAX_HOLD_MS) {
+            return bad(
+                "fetch.max_hold_ms",
+                format!("{} is over the protocol limit {}", f.max_hold_ms, shoal_core::limits::MAX_HOLD_MS),
+            );
+        }
+        if f.hedge_window_ms >= f.target_latency_ms {
+            return bad(
+                "fetch.hedge_window_ms",
+                format!("{} must be below fetch.target_latency_ms ({})", f.hedge_window_ms, f.target_latency_ms),
+            );
+        }
+        if f.target_latency_ms > 600_000 {
+            return bad("fetch.target_latency_ms", format!("{} ms is over 10 minutes", f.target_latency_ms));
+        }
+        if f.origin_grace_ms > 60_000 {
+            return bad("fetch.origin_grace_ms", format!("{} ms is over a minute", f.origin_grace_ms));
+        }
         if self.fetch.target_latency_ms < 200 {
             return Err(ConfigError::Invalid {
                 key: "fetch.target_latency_ms",
@@ -239,6 +305,14 @@ impl NodeConfig {
             return Err(ConfigError::Invalid {
                 key: "fetch.max_inflight_per_peer",
                 reason: "must be at least 1".into(),
+            });
+        }
+        if let Some(p) = &self.fetch.origin_only
+            && p.parse::<libp2p::PeerId>().is_err()
+        {
+            return Err(ConfigError::Invalid {
+                key: "fetch.origin_only",
+                reason: format!("{p:?} is not a peer id; give the publisher's peer id (12D3Koo…) or leave it unset"),
             });
         }
         if self.fetch.origin_copies == 0 {
@@ -275,9 +349,80 @@ mod tests {
     }
 
     #[test]
+    fn unknown_net_key_and_bad_deny_entry_are_named_with_their_line() {
+        let err = NodeConfig::from_toml("[net]\nmdns = false\nmax_conections = 3\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_conections") && err.contains("line 3") && err.contains("c.toml"), "{err}");
+        let err = NodeConfig::from_toml("[net]\ndeny = [\n  \"10.0.0.0/8\",\n  \"10.1/8\",\n]\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        // toml points at the key whose value failed; the message names the entry.
+        assert!(err.contains("10.1/8") && err.contains("line 2") && err.contains("deny"), "{err}");
+        let err = NodeConfig::from_toml("max_upload = -5\n", Path::new("c.toml")).unwrap_err().to_string();
+        assert!(err.contains("max_upload") && err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn every_range_check_names_its_key() {
+        type Case = (&'static str, Box<dyn Fn(&mut NodeConfig)>);
+        let cases: Vec<Case> = vec![
+            ("max_upload", Box::new(|c| c.max_upload = 1000)),
+            ("max_download", Box::new(|c| c.max_download = 8)),
+            ("fetch.stall_limit", Box::new(|c| c.fetch.stall_limit = 0)),
+            ("fetch.max_tracked_blocks", Box::new(|c| c.fetch.max_tracked_blocks = 0)),
+            ("fetch.base_timeout_ms", Box::new(|c| c.fetch.base_timeout_ms = 0)),
+            ("fetch.max_hold_ms", Box::new(|c| c.fetch.max_hold_ms = 1_000_000)),
+            ("fetch.hedge_window_ms", Box::new(|c| c.fetch.hedge_window_ms = 5000)),
+            (
+                "fetch.target_latency_ms",
+                Box::new(|c| {
+                    c.fetch.target_latency_ms = 100;
+                    c.fetch.hedge_window_ms = 50;
+                }),
+            ),
+            ("fetch.origin_grace_ms", Box::new(|c| c.fetch.origin_grace_ms = 100_000)),
+            ("max_connections_per_ip", Box::new(|c| c.net.max_connections_per_ip = 0)),
+            ("max_memory_percent", Box::new(|c| c.net.max_memory_percent = 101)),
+            ("held_wants_per_peer", Box::new(|c| c.net.held_wants_per_peer = 10_000)),
+            ("serve_bytes_per_sec_per_peer", Box::new(|c| c.net.serve_bytes_per_sec_per_peer = 10)),
+            ("exchange_requests_per_sec_per_peer", Box::new(|c| c.net.exchange_requests_per_sec_per_peer = 0)),
+            ("max_strikes", Box::new(|c| c.net.max_strikes = 0)),
+        ];
+        for (key, set) in cases {
+            let mut cfg = NodeConfig::default();
+            set(&mut cfg);
+            let e = cfg.validate().expect_err(key);
+            assert!(matches!(&e, ConfigError::Invalid { key: k, .. } if k.ends_with(key)), "{key}: {e}");
+        }
+        NodeConfig::default().validate().expect("defaults validate");
+    }
+
+    #[test]
     fn invalid_values_never_half_start() {
         let mut cfg = NodeConfig::default();
         cfg.fetch.origin_copies = 0;
         assert!(cfg.validate().unwrap_err().to_string().contains("fetch.origin_copies"));
+    }
+
+    /// The bench's origin baseline names a peer id; anything else is refused.
+    #[test]
+    fn origin_only_must_be_a_peer_id() {
+        let mut cfg = NodeConfig::default();
+        cfg.fetch.origin_only = Some("publisher".into());
+        assert!(cfg.validate().unwrap_err().to_string().contains("fetch.origin_only"));
+        cfg.fetch.origin_only = Some(libp2p::PeerId::random().to_string());
+        assert!(cfg.validate().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_bad_config_leaves_nothing_behind() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("node");
+        let mut cfg = NodeConfig { data_dir: dir.clone(), api: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
+        cfg.net.max_connections_per_ip = 0;
+        let e = crate::Node::start(cfg).await.unwrap_err().to_string();
+        assert!(e.contains("max_connections_per_ip"), "{e}");
+        assert!(!dir.exists(), "a refused config must not create the data dir, identity or store");
     }
 }

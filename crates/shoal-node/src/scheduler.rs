@@ -72,7 +72,15 @@ pub struct SchedulerConfig {
     /// first HAVE is younger than this waits (a tick) for other holders to
     /// announce, so one segment spreads over several peers.
     pub spread_wait: Duration,
+    /// The node's download cap (`max_download`), shared by every channel's
+    /// scheduler: a want is sent only while the bucket has credit, and its
+    /// block's size is charged when it is sent. `None`: no cap.
+    pub download: Option<DownloadBudget>,
 }
+
+/// A node-wide bytes-per-second budget for wants (see
+/// [`SchedulerConfig::download`]). Time is passed in, like everywhere here.
+pub type DownloadBudget = std::sync::Arc<std::sync::Mutex<shoal_net::TokenBucket>>;
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
@@ -89,6 +97,7 @@ impl Default for SchedulerConfig {
             switch_after: Duration::from_millis(250),
             probe_after: Duration::from_millis(500),
             spread_wait: Duration::from_millis(50),
+            download: None,
         }
     }
 }
@@ -435,6 +444,25 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
         self.stats.duplicate_bytes += bytes;
     }
 
+    /// `peer` holds `cid` but did not send it this time (it did not fit the
+    /// response frame): ask again, without a penalty.
+    pub fn on_deferred(&mut self, peer: &P, cid: BlockCid, now: Instant) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.inflight = p.inflight.saturating_sub(1);
+        }
+        let Some(b) = self.blocks.get_mut(&cid) else { return };
+        if let Some(i) = b.requests.iter().position(|r| r.peer == *peer) {
+            b.requests.remove(i);
+            if let Some(p) = self.peers.get_mut(peer) {
+                p.queued_bytes = p.queued_bytes.saturating_sub(u64::from(b.size));
+            }
+        }
+        if b.requests.is_empty() {
+            self.pending.insert((b.deadline, cid));
+        }
+        self.dispatch(now);
+    }
+
     /// `peer` does not have `cid` (DONT_HAVE, an error, or a refused request).
     pub fn on_dont_have(&mut self, peer: &P, cid: BlockCid, now: Instant) {
         if let Some(p) = self.peers.get_mut(peer) {
@@ -447,10 +475,17 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
                 p.queued_bytes = p.queued_bytes.saturating_sub(u64::from(b.size));
             }
         }
+        // A peer that announced HAVE and then does not deliver lied or
+        // lost the block: either way it counts as a stall, so a peer that
+        // keeps claiming blocks it cannot serve drops below honest ones.
+        let claimed = b.holders.contains(peer);
         b.holders.retain(|h| h != peer);
         b.refused.insert(peer.clone(), now);
         if b.requests.is_empty() {
             self.pending.insert((b.deadline, cid));
+        }
+        if claimed && let Some(p) = self.peers.get_mut(peer) {
+            p.stalls += 1;
         }
         self.dispatch(now);
     }
@@ -651,6 +686,15 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
             }
             let hedge = !b.requests.is_empty();
             let size = u64::from(b.size);
+            if let Some(budget) = &self.cfg.download {
+                // Over the node's download cap: wait for credit (a tick).
+                let Ok(mut bucket) = budget.lock() else { break };
+                if !bucket.ready(now) {
+                    waiting.push((deadline, cid));
+                    continue;
+                }
+                bucket.charge(size as f64, now);
+            }
             // Only the upstream (one hop closer to the publisher on the
             // acyclic gossip tree) holds our want; anyone else answers now.
             let hold = if self.upstream.get(&b.seq) == Some(&peer) {

@@ -100,7 +100,11 @@ impl EventLoop {
                 }
             };
             self.metrics.directory(verdict_of(&acceptance), why);
+            let provable = acceptance == MessageAcceptance::Reject;
             self.report(&id, &source, acceptance);
+            if provable {
+                self.strike(source, crate::Misbehaviour::InvalidGossip, 1);
+            }
             return;
         }
 
@@ -130,7 +134,14 @@ impl EventLoop {
             Err(((acceptance, why), e)) => {
                 tracing::debug!(%source, %channel, error = %e, "manifest refused at first hop");
                 self.metrics.manifest(verdict_of(&acceptance), why);
+                // Provable from the bytes, and honest peers validate before
+                // forwarding: only the peer that made it up sends one. The
+                // gossipsub score drops too (P4); a strike also disconnects.
+                let provable = acceptance == MessageAcceptance::Reject;
                 self.report(&id, &source, acceptance);
+                if provable {
+                    self.strike(source, crate::Misbehaviour::InvalidGossip, 1);
+                }
             }
         }
     }

@@ -14,14 +14,15 @@ use shoal_core::{
     limits::MAX_HEAD_RESPONSE_BYTES,
 };
 
-use super::{EventLoop, Reply, unix_ms};
+use super::{EventLoop, RateKind, Reply, unix_ms};
 use crate::{
     Misbehaviour, NetError, NetEvent,
+    codec::Inbound,
     held::{HeldWant, ResponseBuilder},
 };
 
-type ExchangeEvent = request_response::Event<ExchangeRequest, ExchangeResponse>;
-type HeadEvent = request_response::Event<HeadRequest, HeadResponse>;
+type ExchangeEvent = request_response::Event<Inbound<ExchangeRequest>, ExchangeResponse>;
+type HeadEvent = request_response::Event<Inbound<HeadRequest>, HeadResponse>;
 
 fn is_invalid_data(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::InvalidData
@@ -60,7 +61,7 @@ impl EventLoop {
             let _ = reply.send(Err(e));
             return;
         }
-        let id = self.swarm.behaviour_mut().exchange.send_request(&peer, request);
+        let id = self.swarm.behaviour_mut().exchange.send_request(&peer, Inbound::Valid(request));
         self.pending_exchange.insert(id, (peer, reply));
     }
 
@@ -76,15 +77,19 @@ impl EventLoop {
             return;
         }
         let max = max.clamp(1, shoal_core::limits::MAX_HEAD_MANIFESTS);
-        let id = self.swarm.behaviour_mut().head.send_request(&peer, HeadRequest { channel, max });
+        let id = self.swarm.behaviour_mut().head.send_request(&peer, Inbound::Valid(HeadRequest { channel, max }));
         self.pending_head.insert(id, (peer, channel, reply));
     }
 
-    fn respond(&mut self, channel: ResponseChannel<ExchangeResponse>, response: ExchangeResponse) {
+    fn respond(&mut self, peer: PeerId, channel: ResponseChannel<ExchangeResponse>, response: ExchangeResponse) {
         let n = response.blocks.len() as u64;
+        let bytes: u64 = response.blocks.iter().map(|b| b.data().len() as u64).sum();
         // Err means the peer gave up (timeout, disconnect): nothing to do.
         if self.swarm.behaviour_mut().exchange.send_response(channel, response).is_ok() {
             self.metrics.blocks_served.inc_by(n);
+            if bytes > 0 {
+                self.charge_upload(peer, bytes);
+            }
         }
     }
 
@@ -93,14 +98,25 @@ impl EventLoop {
         if !request.cancels.is_empty() {
             let (n, ready) = self.held.cancel(&peer, &request.cancels);
             self.metrics.held_wants_cancelled.inc_by(n as u64);
-            for (_, ch, resp) in ready {
-                self.respond(ch, resp);
+            for (p, ch, resp) in ready {
+                self.respond(p, ch, resp);
             }
+        }
+        let now = Instant::now();
+        if !self.admit(peer, RateKind::Exchange, now) {
+            // Over the request rate: answer at once, hold nothing, serve
+            // nothing, and do not pass its HAVEs on.
+            let mut builder = ResponseBuilder::default();
+            for w in request.wants.iter().filter(|w| w.send_dont_have) {
+                builder.push_dont_have(w.cid);
+            }
+            self.respond(peer, channel, builder.response);
+            return;
         }
         if !request.haves.is_empty() {
             self.emit(NetEvent::PeerHaves { peer, cids: request.haves });
         }
-        let now = Instant::now();
+        let mut upload_ok = self.upload_ready(peer, now);
         let mut builder = ResponseBuilder::default();
         let mut hold = Vec::new();
         for w in request.wants {
@@ -113,7 +129,17 @@ impl EventLoop {
                     }
                 }
                 WantKind::Block => {
-                    if let Some(block) = self.source.get_block_for(&peer, &w.cid) {
+                    if !upload_ok {
+                        // Over an upload cap: say so cheaply (DONT_HAVE),
+                        // so the peer asks someone else now.
+                        if w.send_dont_have {
+                            builder.push_dont_have(w.cid);
+                        }
+                        self.metrics.rate_limited.inc();
+                    } else if let Some(block) = self.source.get_block_for(&peer, &w.cid) {
+                        // One block may overdraw the buckets; the next waits.
+                        self.charge_upload(peer, block.data().len() as u64);
+                        upload_ok = self.upload_ready(peer, now);
                         builder.push_block(block);
                     } else if w.hold_ms > 0 && self.source.expects(&w.cid) {
                         let ms = w.hold_ms.min(self.config.max_hold_ms);
@@ -129,7 +155,7 @@ impl EventLoop {
             }
         }
         if hold.is_empty() {
-            self.respond(channel, builder.response);
+            self.respond_uncharged(channel, builder.response);
             return;
         }
         let (outcome, ready) = self.held.hold(peer, channel, builder, hold);
@@ -139,8 +165,22 @@ impl EventLoop {
             tracing::trace!(%peer, held = outcome.held, "holding wants");
         }
         if let Some((ch, resp)) = ready {
-            self.respond(ch, resp);
+            self.respond_uncharged(ch, resp);
         }
+    }
+
+    /// Sends a response whose blocks were already charged to the caps.
+    fn respond_uncharged(&mut self, channel: ResponseChannel<ExchangeResponse>, response: ExchangeResponse) {
+        let n = response.blocks.len() as u64;
+        if self.swarm.behaviour_mut().exchange.send_response(channel, response).is_ok() {
+            self.metrics.blocks_served.inc_by(n);
+        }
+    }
+
+    fn malformed_request(&mut self, peer: PeerId, protocol: &'static str, why: &str) {
+        tracing::debug!(%peer, protocol, error = why, "malformed request");
+        self.metrics.malformed_frames.inc();
+        self.strike(peer, Misbehaviour::MalformedFrame, 1);
     }
 
     pub(super) fn block_available(&mut self, block: VerifiedBlock) {
@@ -148,8 +188,8 @@ impl EventLoop {
         let ready = self.held.block_arrived(&block);
         self.metrics.held_wants_answered.inc_by((before - self.held.len()) as u64);
         self.metrics.held_wants.set(self.held.len() as i64);
-        for (_, ch, resp) in ready {
-            self.respond(ch, resp);
+        for (p, ch, resp) in ready {
+            self.respond(p, ch, resp);
         }
     }
 
@@ -160,15 +200,22 @@ impl EventLoop {
         let (n, ready) = self.held.expire(Instant::now());
         self.metrics.held_wants_expired.inc_by(n as u64);
         self.metrics.held_wants.set(self.held.len() as i64);
-        for (_, ch, resp) in ready {
-            self.respond(ch, resp);
+        for (p, ch, resp) in ready {
+            self.respond(p, ch, resp);
         }
     }
 
     pub(super) fn on_exchange_event(&mut self, event: ExchangeEvent) {
         match event {
             request_response::Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
-                self.serve_exchange(peer, request, channel);
+                match request {
+                    Inbound::Valid(request) => self.serve_exchange(peer, request, channel),
+                    Inbound::Invalid(why) => {
+                        // Dropping the channel resets the stream: no answer.
+                        drop(channel);
+                        self.malformed_request(peer, "exchange", &why);
+                    }
+                }
             }
             request_response::Event::Message { peer, message: Message::Response { request_id, response }, .. } => {
                 self.release_slot(&peer);
@@ -206,8 +253,20 @@ impl EventLoop {
 
     pub(super) fn on_head_event(&mut self, event: HeadEvent) {
         match event {
-            request_response::Event::Message { message: Message::Request { request, channel, .. }, .. } => {
+            request_response::Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
+                let request = match request {
+                    Inbound::Valid(r) => r,
+                    Inbound::Invalid(why) => {
+                        drop(channel);
+                        self.malformed_request(peer, "head", &why);
+                        return;
+                    }
+                };
                 self.metrics.inbound_request("head");
+                if !self.admit(peer, RateKind::Head, Instant::now()) {
+                    let _ = self.swarm.behaviour_mut().head.send_response(channel, HeadResponse::default());
+                    return;
+                }
                 let mut manifests = self.source.head(&request.channel, request.max);
                 // Keep the newest ones that fit the count and the frame cap.
                 let excess = manifests.len().saturating_sub(request.max as usize);

@@ -88,7 +88,7 @@ pub(crate) fn now_ms() -> u64 {
 
 pub(crate) fn listen_addr(transport: TransportKind) -> Vec<Multiaddr> {
     match transport {
-        TransportKind::Memory => vec!["/memory/0".parse().unwrap()],
+        TransportKind::Memory | TransportKind::Custom(_) => vec!["/memory/0".parse().unwrap()],
         TransportKind::TcpQuic => {
             vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap(), "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()]
         }

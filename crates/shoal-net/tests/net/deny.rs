@@ -1,0 +1,193 @@
+//! The connection gate and the per-peer caps: the exclusion list (peer ids
+//! both ways, replaced at run time, closing what it now excludes), the
+//! per-IP connection cap on loopback TCP, the request-rate cap turning a
+//! flood into a ban, and the bytes-per-second cap on serving.
+
+use std::time::{Duration, Instant};
+
+use libp2p::identity::Keypair;
+use shoal_core::VerifiedBlock;
+use shoal_net::{DenyRule, Misbehaviour, NetConfig, TransportKind};
+
+use crate::harness::{TestNet, listen_addr, spawn_node, wait_for};
+
+async fn connected(c: &shoal_net::NetClient, peer: libp2p::PeerId) -> bool {
+    c.status().await.map(|s| s.connected.contains(&peer)).unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_list_refuses_both_ways_and_closes_at_run_time() {
+    let net = TestNet::spawn(3, TransportKind::Memory, 41).await;
+    let (a, b, c) = (&net.nodes[0], &net.nodes[1], &net.nodes[2]);
+    // b (bootstrapped to a) is connected; block it at a: the connection closes.
+    let (ac, bid) = (a.client.clone(), b.peer_id);
+    wait_for("b connects to a", Duration::from_secs(5), || {
+        let ac = ac.clone();
+        async move { connected(&ac, bid).await }
+    })
+    .await;
+    let closed = a.client.set_deny_list(vec![DenyRule::Peer(bid)]).await.unwrap();
+    assert!(closed >= 1, "the open connection to b is closed");
+    wait_for("a drops b", Duration::from_secs(5), || {
+        let ac = ac.clone();
+        async move { !connected(&ac, bid).await }
+    })
+    .await;
+    assert_eq!(a.client.deny_list().await.unwrap(), vec![DenyRule::Peer(bid)]);
+    // Inbound: b dials a again and is refused (for longer than a handshake).
+    b.client.dial(a.addr.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!connected(&ac, bid).await, "b got back in");
+    // Outbound: a refuses to dial b.
+    let err = a.client.dial(b.addr.clone()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(err.is_err() || !connected(&ac, bid).await, "a dialed an excluded peer");
+    // c is unaffected.
+    a.client.dial(c.addr.clone()).await.unwrap();
+    let cid = c.peer_id;
+    wait_for("a connects to c", Duration::from_secs(5), || {
+        let ac = ac.clone();
+        async move { connected(&ac, cid).await }
+    })
+    .await;
+    // Unblock: b may connect again.
+    a.client.set_deny_list(Vec::new()).await.unwrap();
+    b.client.dial(a.addr.clone()).await.unwrap();
+    wait_for("b back after unblock", Duration::from_secs(5), || {
+        let ac = ac.clone();
+        async move { connected(&ac, bid).await }
+    })
+    .await;
+    let refused = a.metric_sum("shoal_net_connections_refused", "");
+    assert!(refused >= 1.0, "refusals are counted: {refused}");
+    net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_ranges_and_the_per_ip_cap_apply_on_tcp() {
+    let cfg = NetConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        max_connections_per_ip: 3,
+        ..NetConfig::for_tests()
+    };
+    let server = spawn_node(cfg.clone(), Keypair::generate_ed25519(), TransportKind::TcpQuic).await;
+    // Six identities from one address (Sybil): three get in.
+    let mut sybils = Vec::new();
+    for _ in 0..6 {
+        let c = NetConfig { listen: listen_addr(TransportKind::TcpQuic), ..NetConfig::for_tests() };
+        let n = spawn_node(c, Keypair::generate_ed25519(), TransportKind::TcpQuic).await;
+        n.client.dial(server.addr.clone()).await.unwrap();
+        sybils.push(n);
+    }
+    let sc = server.client.clone();
+    wait_for("three sybils connected", Duration::from_secs(10), || {
+        let sc = sc.clone();
+        async move { sc.status().await.unwrap().connected.len() >= 3 }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let n = server.client.status().await.unwrap().connected.len();
+    assert_eq!(n, 3, "{n} identities from 127.0.0.1 connected; the cap is 3");
+    // A range covering loopback: everyone is dropped and nobody gets back.
+    let closed = server.client.set_deny_list(vec!["127.0.0.0/8".parse().unwrap()]).await.unwrap();
+    assert_eq!(closed, 3);
+    wait_for("all dropped", Duration::from_secs(5), || {
+        let sc = sc.clone();
+        async move { sc.status().await.unwrap().connected.is_empty() }
+    })
+    .await;
+    sybils[5].client.dial(server.addr.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(server.client.status().await.unwrap().connected.is_empty(), "a peer in 127.0.0.0/8 got in");
+    for s in sybils {
+        s.client.shutdown().await.unwrap();
+    }
+    server.client.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_flood_is_refused_then_banned() {
+    let net = TestNet::spawn_with(2, TransportKind::Memory, 42, |_, c| {
+        c.exchange_requests_per_sec_per_peer = 20;
+    })
+    .await;
+    let (server, flooder) = (&net.nodes[0], &net.nodes[1]);
+    let block = VerifiedBlock::from_content(vec![9u8; 1000].into());
+    server.source.blocks.lock().unwrap().insert(block.cid(), block.clone());
+    let (fc, sid) = (flooder.client.clone(), server.peer_id);
+    wait_for("connected", Duration::from_secs(5), || {
+        let fc = fc.clone();
+        async move { connected(&fc, sid).await }
+    })
+    .await;
+    // Burst (40) is served; the rest is answered DONT_HAVE at once.
+    let t = Instant::now();
+    let (mut served, mut refused) = (0, 0);
+    for _ in 0..60 {
+        match flooder.client.want_blocks(server.peer_id, &[block.cid()], 0).await {
+            Ok(r) if r.blocks.len() == 1 => served += 1,
+            Ok(r) if r.dont_haves == vec![block.cid()] => refused += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert!((40..=45).contains(&served), "served {served} of 60 in {:?} with a 40-request burst", t.elapsed());
+    assert_eq!(served + refused, 60);
+    // Keep flooding: every 100 refusals is a strike, 3 strikes a ban.
+    let mut handles = Vec::new();
+    for _ in 0..400 {
+        let c = flooder.client.clone();
+        let cid = block.cid();
+        handles.push(tokio::spawn(async move { c.want_blocks(sid, &[cid], 0).await }));
+        if handles.len() >= 30 {
+            for h in handles.drain(..) {
+                let _ = h.await;
+            }
+        }
+    }
+    for h in handles {
+        let _ = h.await;
+    }
+    let log = server.log.clone();
+    let fid = flooder.peer_id;
+    wait_for("flooder banned", Duration::from_secs(10), || {
+        let log = log.clone();
+        async move { log.lock().unwrap().penalties.iter().any(|p| p.0 == fid && p.1 == Misbehaviour::Flood && p.3) }
+    })
+    .await;
+    assert!(server.metric_sum("shoal_net_rate_limited", "") >= 300.0);
+    net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_one_peer_is_capped_in_bytes_per_second() {
+    // 64 KiB/s per peer; the burst is one largest response (4 MiB).
+    let net = TestNet::spawn_with(2, TransportKind::Memory, 43, |_, c| {
+        c.serve_bytes_per_sec_per_peer = 64 * 1024;
+    })
+    .await;
+    let (server, leech) = (&net.nodes[0], &net.nodes[1]);
+    let blocks: Vec<VerifiedBlock> =
+        (0..12u8).map(|i| VerifiedBlock::from_content(vec![i; 512 * 1024].into())).collect();
+    for b in &blocks {
+        server.source.blocks.lock().unwrap().insert(b.cid(), b.clone());
+    }
+    let (lc, sid) = (leech.client.clone(), server.peer_id);
+    wait_for("connected", Duration::from_secs(5), || {
+        let lc = lc.clone();
+        async move { connected(&lc, sid).await }
+    })
+    .await;
+    let mut got = 0usize;
+    let t = Instant::now();
+    for b in &blocks {
+        let r = leech.client.want_blocks(sid, &[b.cid()], 0).await.unwrap();
+        got += r.blocks.iter().map(|b| b.data().len()).sum::<usize>();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    // 4 MiB of burst + 64 KiB/s + at most one block of debt.
+    let cap = 4 * 1024 * 1024 + (64.0 * 1024.0 * secs) as usize + 512 * 1024;
+    assert!(got <= cap, "served {got} B in {secs:.2} s; cap {cap}");
+    assert!(got >= 4 * 1024 * 1024, "the burst is served: {got}");
+    assert!(server.metric_sum("shoal_net_rate_limited", "") >= 1.0);
+    net.shutdown().await;
+}
