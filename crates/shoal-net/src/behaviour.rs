@@ -260,7 +260,11 @@ fn build_behaviour(
             identify::Config::new(IDENTIFY_PROTOCOL_VERSION.into(), key.public())
                 .with_agent_version(format!("shoal/{}", env!("CARGO_PKG_VERSION"))),
         ),
-        ping: ping::Behaviour::default(),
+        ping: ping::Behaviour::new(
+            ping::Config::new()
+                .with_interval(Duration::from_millis(config.ping_interval_ms))
+                .with_timeout(Duration::from_millis(config.ping_timeout_ms)),
+        ),
         kad,
         mdns: Toggle::from(mdns),
         gossipsub,

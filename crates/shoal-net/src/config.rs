@@ -94,6 +94,17 @@ pub struct NetConfig {
     pub max_pending_connections: u32,
     /// Close a connection with no open streams after this long, seconds.
     pub idle_timeout_secs: u64,
+    /// Liveness ping on every connection this often, milliseconds.
+    pub ping_interval_ms: u64,
+    /// A connection whose ping gets no answer within this long is closed,
+    /// milliseconds. A cut path (a partition, a dead NAT mapping) otherwise
+    /// keeps a dead TCP connection "up" for TCP's retransmission backoff
+    /// (tens of seconds), and nothing redials a peer that looks connected.
+    pub ping_timeout_ms: u64,
+    /// A joined channel with no valid manifest heard (or published) for this
+    /// long looks for providers again and dials them, milliseconds: the
+    /// mesh may look healthy while every path to the publisher is cut.
+    pub quiet_channel_ms: u64,
     /// Directory entries kept (newest per channel), and how long, seconds.
     pub directory_max_entries: usize,
     /// Directory entries not re-announced within this time are dropped.
@@ -155,6 +166,9 @@ impl Default for NetConfig {
             max_connections_per_peer: 2,
             max_pending_connections: 64,
             idle_timeout_secs: 60,
+            ping_interval_ms: 1_000,
+            ping_timeout_ms: 4_000,
+            quiet_channel_ms: 4_000,
             directory_max_entries: 1_000,
             directory_ttl_secs: 120,
             deny: Vec::new(),
@@ -178,6 +192,10 @@ impl NetConfig {
             mdns: false,
             manifest_validation: ManifestValidation::Network,
             gossip_heartbeat_ms: 200,
+            // In-process memory connections never die silently, but a test
+            // process running dozens of nodes on two cores can starve a
+            // pong for seconds; a long timeout keeps that from cutting links.
+            ping_timeout_ms: 20_000,
             ..Self::default()
         }
     }
@@ -228,6 +246,9 @@ impl NetConfig {
             ("head_requests_per_sec_per_peer", self.head_requests_per_sec_per_peer as usize),
             ("request_timeout_ms", self.request_timeout_ms as usize),
             ("idle_timeout_secs", self.idle_timeout_secs as usize),
+            ("ping_interval_ms", self.ping_interval_ms as usize),
+            ("ping_timeout_ms", self.ping_timeout_ms as usize),
+            ("quiet_channel_ms", self.quiet_channel_ms as usize),
             ("directory_ttl_secs", self.directory_ttl_secs as usize),
             ("manifest_max_age_ms", self.manifest_max_age_ms as usize),
         ] {

@@ -78,6 +78,7 @@ struct ProviderQuery {
     channel: ChannelId,
     found: Vec<PeerId>,
     dialed: usize,
+    started: Instant,
 }
 
 pub(crate) struct EventLoop {
@@ -89,6 +90,9 @@ pub(crate) struct EventLoop {
     source: Arc<dyn BlockSource>,
     /// Joined channels by topic.
     channels: HashMap<TopicHash, ChannelId>,
+    /// When each joined channel last had a valid manifest (received or
+    /// published); one entry per joined channel, so bounded by max_channels.
+    heard: HashMap<TopicHash, Instant>,
     directory_topic: TopicHash,
     directory: DirectoryList,
     live_policy: VerifyPolicy,
@@ -160,6 +164,7 @@ impl EventLoop {
             metrics,
             source,
             channels: HashMap::new(),
+            heard: HashMap::new(),
             live_policy,
             provider_queries: HashMap::new(),
             pending_exchange: HashMap::new(),
@@ -339,6 +344,17 @@ impl EventLoop {
                 }
             }
             BehaviourEvent::Kad(ev) => self.on_kad_event(ev),
+            // libp2p's ping only reports a failure; close the connection
+            // ourselves, so a silently cut path is dropped in seconds and the
+            // peer can be redialed (a "connected" peer never is).
+            // (A peer without the ping protocol is not dead: leave it be.)
+            BehaviourEvent::Ping(libp2p::ping::Event { peer, connection, result: Err(e) })
+                if !matches!(e, libp2p::ping::Failure::Unsupported) =>
+            {
+                tracing::debug!(%peer, error = %e, "ping failed, closing the connection");
+                self.metrics.ping_closed.inc();
+                self.swarm.close_connection(connection);
+            }
             BehaviourEvent::Mdns(libp2p::mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found {
                     self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
@@ -411,12 +427,22 @@ impl EventLoop {
         if routing < THIN_ROUTING_TABLE && !self.config.bootstrap.is_empty() {
             let _ = self.swarm.behaviour_mut().kad.bootstrap();
         }
+        let quiet_after = Duration::from_millis(self.config.quiet_channel_ms);
         let thin: Vec<ChannelId> = self
             .channels
             .iter()
-            .filter(|(topic, _)| self.swarm.behaviour().gossipsub.mesh_peers(topic).count() < THIN_MESH)
+            .filter(|(topic, _)| {
+                self.swarm.behaviour().gossipsub.mesh_peers(topic).count() < THIN_MESH
+                    || self.heard.get(*topic).is_none_or(|t| now.duration_since(*t) >= quiet_after)
+            })
             .map(|(_, ch)| *ch)
-            .filter(|ch| !self.provider_queries.values().any(|q| q.channel == *ch))
+            // One lookup at a time per channel, but a lookup stuck dialing
+            // across a partition (up to the 30 s query timeout) must not
+            // hold back a fresh one once the path is back; this bounds the
+            // lookups in flight per channel to about 30 s / quiet_channel_ms.
+            .filter(|ch| {
+                !self.provider_queries.values().any(|q| q.channel == *ch && now.duration_since(q.started) < quiet_after)
+            })
             .collect();
         for ch in thin {
             self.find_providers(ch);
@@ -465,7 +491,8 @@ impl EventLoop {
 
     fn find_providers(&mut self, channel: ChannelId) {
         let id = self.swarm.behaviour_mut().kad.get_providers(provider_key(&channel));
-        self.provider_queries.insert(id, ProviderQuery { channel, found: Vec::new(), dialed: 0 });
+        self.provider_queries
+            .insert(id, ProviderQuery { channel, found: Vec::new(), dialed: 0, started: Instant::now() });
     }
 }
 

@@ -70,6 +70,7 @@ pub struct NetMetrics {
     pub(crate) held_wants_refused: Counter,
     pub(crate) held_wants_cancelled: Counter,
     pub(crate) rate_limited: Counter,
+    pub(crate) ping_closed: Counter,
     pub(crate) connections_refused: Counter,
     inbound_requests: Family<KindLabels, Counter>,
     events_dropped: Family<KindLabels, Counter>,
@@ -94,6 +95,7 @@ impl NetMetrics {
             held_wants_refused: Counter::default(),
             held_wants_cancelled: Counter::default(),
             rate_limited: Counter::default(),
+            ping_closed: Counter::default(),
             connections_refused: Counter::default(),
             inbound_requests: Family::default(),
             events_dropped: Family::default(),
@@ -114,6 +116,7 @@ impl NetMetrics {
         r.register("held_wants_refused", "Wants not held because a cap was reached", m.held_wants_refused.clone());
         r.register("held_wants_cancelled", "Held wants cancelled by the peer", m.held_wants_cancelled.clone());
         r.register("rate_limited", "Inbound requests or blocks refused by a rate cap", m.rate_limited.clone());
+        r.register("ping_closed", "Connections closed because a liveness ping went unanswered", m.ping_closed.clone());
         r.register(
             "connections_refused",
             "Connections refused by the deny list or the per-IP cap",
@@ -205,6 +208,7 @@ impl NetMetrics {
             held_wants_cancelled: self.held_wants_cancelled.get(),
             rate_limited: self.rate_limited.get(),
             connections_refused: self.connections_refused.get(),
+            ping_closed: self.ping_closed.get(),
             events_dropped: EVENT_KINDS
                 .iter()
                 .map(|kind| self.events_dropped.get_or_create(&KindLabels { kind }).get())
@@ -324,4 +328,6 @@ pub struct MetricsSnapshot {
     pub rate_limited: u64,
     /// Connections refused by the deny list or the per-IP cap.
     pub connections_refused: u64,
+    /// Connections closed because a liveness ping went unanswered.
+    pub ping_closed: u64,
 }

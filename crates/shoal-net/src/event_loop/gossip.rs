@@ -1,6 +1,8 @@
 //! Channels and gossip: join/leave, publish, and validation of every
 //! received manifest and directory entry before gossipsub may forward it.
 
+use std::time::Instant;
+
 use bytes::Bytes;
 use libp2p::{
     PeerId,
@@ -39,6 +41,7 @@ impl EventLoop {
             tracing::warn!(%channel, error = %e, "cannot set topic score parameters");
         }
         self.channels.insert(topic.hash(), channel);
+        self.heard.insert(topic.hash(), Instant::now());
         if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(provider_key(&channel)) {
             tracing::warn!(%channel, error = %e, "cannot provide channel in the DHT");
         }
@@ -52,6 +55,7 @@ impl EventLoop {
         if self.channels.remove(&topic.hash()).is_none() {
             return;
         }
+        self.heard.remove(&topic.hash());
         self.swarm.behaviour_mut().gossipsub.unsubscribe(&topic);
         self.swarm.behaviour_mut().kad.stop_providing(&provider_key(&channel));
         self.provider_queries.retain(|_, q| q.channel != channel);
@@ -64,6 +68,9 @@ impl EventLoop {
             Topic::Directory => (IdentTopic::new(shoal_core::directory::DIRECTORY_TOPIC), NetProtocol::GossipDirectory),
         };
         let len = bytes.len();
+        if let Some(t) = self.heard.get_mut(&topic.hash()) {
+            *t = Instant::now();
+        }
         let id = self
             .swarm
             .behaviour_mut()
@@ -87,7 +94,7 @@ impl EventLoop {
                     let age_ms = now_ms.saturating_sub(entry.entry().announced_at_ms);
                     if age_ms > self.config.directory_ttl_secs * 1000 {
                         (MessageAcceptance::Ignore, reason::TOO_OLD)
-                    } else if self.directory.offer(entry.clone(), std::time::Instant::now()) {
+                    } else if self.directory.offer(entry.clone(), Instant::now()) {
                         self.emit(NetEvent::Directory { source, entry });
                         (MessageAcceptance::Accept, reason::OK)
                     } else {
@@ -114,7 +121,13 @@ impl EventLoop {
             return;
         };
         self.metrics.add_bytes(NetProtocol::GossipManifest, Direction::In, message.data.len());
-        match check_manifest(&message.data, &channel, &self.live_policy, now_ms) {
+        let checked = check_manifest(&message.data, &channel, &self.live_policy, now_ms);
+        if checked.is_ok()
+            && let Some(t) = self.heard.get_mut(&message.topic)
+        {
+            *t = Instant::now();
+        }
+        match checked {
             Ok(manifest) => match self.config.manifest_validation {
                 ManifestValidation::Network => {
                     self.metrics.manifest(Verdict::Accepted, reason::OK);
