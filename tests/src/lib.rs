@@ -12,6 +12,8 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+pub mod hostile;
+
 /// The `shoal` binary built for this test run (`target/<profile>/shoal`).
 /// `.ci/test` builds it before the suites run.
 pub fn shoal_bin() -> PathBuf {
@@ -146,6 +148,11 @@ impl NodeProc {
         let mut c = Command::new(shoal_bin());
         c.env("SHOAL_DATA_DIR", &self.data_dir);
         c
+    }
+
+    /// The process id (for signals such as SIGHUP).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL: no shutdown, no flush.

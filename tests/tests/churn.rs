@@ -53,8 +53,12 @@ fn twelve_nodes_survive_killed_watchers_and_a_restart() -> Result<()> {
     // 24 s at 1 Mbit/s; kill nodes 1 and 2 after 8 s.
     let mut input = vec![0u8; 24 * 125_000];
     StdRng::seed_from_u64(13).fill_bytes(&mut input);
-    let mut publish =
-        nodes[0].cli().args(["publish", "--key", "main", "-"]).stdin(Stdio::piped()).stderr(Stdio::null()).spawn()?;
+    let mut publish = nodes[0]
+        .cli()
+        .args(["publish", "--key", "main", "--format", "bytes", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
     let mut stdin = publish.stdin.take().context("stdin")?;
     let start = Instant::now();
     let mut killed = false;
@@ -97,8 +101,12 @@ fn twelve_nodes_survive_killed_watchers_and_a_restart() -> Result<()> {
     // A second short stream: n1 must reach the live edge quickly.
     let mut more = vec![0u8; 8 * 125_000];
     StdRng::seed_from_u64(14).fill_bytes(&mut more);
-    let mut publish =
-        nodes[0].cli().args(["publish", "--key", "main", "-"]).stdin(Stdio::piped()).stderr(Stdio::null()).spawn()?;
+    let mut publish = nodes[0]
+        .cli()
+        .args(["publish", "--key", "main", "--format", "bytes", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
     let mut stdin = publish.stdin.take().context("stdin")?;
     let pacer = std::thread::spawn(move || {
         let start = Instant::now();

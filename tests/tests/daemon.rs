@@ -27,7 +27,7 @@ fn generate_key(node: &NodeProc, name: &str) -> Result<String> {
 fn publish_paced(node: &NodeProc, key: &str, data: &[u8], bytes_per_sec: usize) -> Result<std::process::Child> {
     let mut child = node
         .cli()
-        .args(["publish", "--key", key, "--segment-duration", "1s", "-"])
+        .args(["publish", "--key", key, "--format", "bytes", "--segment-duration", "1s", "-"])
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;

@@ -56,7 +56,8 @@ enum Cmd {
         #[arg(long, env = "SHOAL_DATA_DIR")]
         data_dir: Option<PathBuf>,
     },
-    /// Publish a live input on a channel (stdin with `-`).
+    /// Publish a live input on a channel: MPEG-TS from stdin (`-`), a file, or
+    /// `udp://HOST:PORT` (what ffmpeg and OBS send), cut at keyframes.
     Publish {
         /// Channel key name (see `shoal key generate`).
         #[arg(long)]
@@ -67,10 +68,30 @@ enum Cmd {
         /// Announce the channel in the public directory.
         #[arg(long)]
         public: bool,
-        /// Target segment duration, e.g. `1s`, `500ms`.
+        /// Target segment duration, e.g. `1s`, `500ms` (MPEG-TS: cut at the
+        /// first keyframe after it).
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         segment_duration: Duration,
-        /// Input file, or `-` for stdin.
+        /// `ts`: MPEG-TS, cut at keyframes. `bytes`: any bytes, cut by time.
+        #[arg(long, value_enum, default_value_t = client::InputFormat::Ts)]
+        format: client::InputFormat,
+        /// Send a file (or stdin) at its own speed, paced by its PCR, as a live
+        /// encoder would (MPEG-TS only).
+        #[arg(long)]
+        realtime: bool,
+        /// With video, cut by time when no keyframe comes for this long
+        /// (default: 5s, or twice the segment duration if longer).
+        #[arg(long, value_parser = parse_duration)]
+        keyframe_timeout: Option<Duration>,
+        /// UDP input: stop after this long without a datagram (also how long
+        /// to wait for the first one).
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        idle_timeout: Duration,
+        /// Print the node's publish summary as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Input: a file, `-` for stdin, or `udp://HOST:PORT` to receive
+        /// MPEG-TS datagrams (e.g. from `ffmpeg ... -f mpegts udp://127.0.0.1:5000?pkt_size=1316`).
         #[arg(default_value = "-")]
         input: String,
         #[command(flatten)]
@@ -97,11 +118,18 @@ enum Cmd {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Connected peers.
+    /// Connected peers; `block`/`unblock`/`blocked` manage the exclusion list.
     Peers {
+        #[command(subcommand)]
+        cmd: Option<PeersCmd>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Re-read the node's config file and apply the exclusion list (like SIGHUP).
+    Reload {
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -113,6 +141,28 @@ enum Cmd {
         #[command(flatten)]
         client: ClientArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum PeersCmd {
+    /// Disconnect and refuse a peer id or an IP range (CIDR), until restart.
+    Block {
+        /// A peer id (12D3Koo…) or a range like 10.0.0.0/8 or ::1/128.
+        #[arg(value_parser = parse_deny_rule)]
+        target: shoal_net::DenyRule,
+    },
+    /// Lift a block (or a config file entry, until restart).
+    Unblock {
+        /// A peer id or range, written as it was blocked.
+        #[arg(value_parser = parse_deny_rule)]
+        target: shoal_net::DenyRule,
+    },
+    /// The exclusion list in force.
+    Blocked,
+}
+
+fn parse_deny_rule(s: &str) -> Result<shoal_net::DenyRule, String> {
+    s.parse().map_err(|e: shoal_net::BadDenyRule| e.to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,7 +233,27 @@ async fn run_node(args: NodeArgs) -> Result<()> {
         println!("listening: {a}/p2p/{}", h.peer_id());
     }
     println!("api: http://{}", node.api_addr());
-    wait_for_signal().await;
+    // SIGHUP re-reads the config file (the exclusion list applies at once).
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let hangup = async {
+            match hup.as_mut() {
+                Some(s) => s.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<Option<()>>();
+        tokio::select! {
+            () = wait_for_signal() => break,
+            Some(()) = hangup => match h.reload_config().await {
+                Ok(r) => tracing::info!(rules = r.deny_rules, closed = r.closed, restart_needed = ?r.restart_needed, "config reloaded"),
+                Err(e) => tracing::warn!(error = %e, "config reload failed; nothing changed"),
+            },
+        }
+    }
     tracing::info!("shutting down");
     node.shutdown().await;
     Ok(())
@@ -263,19 +333,54 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Init { data_dir } => run_init(data_dir),
         Cmd::Node(args) => run_node(args).await,
         Cmd::Key { cmd, data_dir } => run_key(cmd, data_dir),
-        Cmd::Publish { key, title, public, segment_duration, input, client } => {
+        Cmd::Publish {
+            key,
+            title,
+            public,
+            segment_duration,
+            format,
+            realtime,
+            keyframe_timeout,
+            idle_timeout,
+            json,
+            input,
+            client,
+        } => {
             let ms = segment_duration.as_millis() as u64;
             if !(100..=10_000).contains(&ms) {
                 bail!("--segment-duration must be between 100ms and 10s");
             }
-            client::publish(&client, &key, title, public, ms, &input).await
+            let opts = client::PublishOpts {
+                key,
+                title,
+                public,
+                segment_ms: ms,
+                format,
+                realtime,
+                keyframe_timeout_ms: keyframe_timeout.map(|d| d.as_millis() as u64),
+                idle_timeout,
+                json,
+                input,
+            };
+            client::publish(&client, opts).await
         }
         Cmd::Watch { channel, output, from_start, client } => {
             let id: shoal_core::ChannelId = channel.parse()?;
             client::watch(&client, id, &output, from_start).await
         }
         Cmd::Channels { json, client } => client::show(&client, "/api/v1/channels", json).await,
-        Cmd::Peers { json, client } => client::show(&client, "/api/v1/peers", json).await,
+        Cmd::Peers { cmd: None, json, client } => client::show(&client, "/api/v1/peers", json).await,
+        Cmd::Peers { cmd: Some(PeersCmd::Blocked), json, client } => {
+            client::show(&client, "/api/v1/peers/blocked", json).await
+        }
+        Cmd::Peers { cmd: Some(PeersCmd::Block { target }), client, .. } => {
+            client::post_json(&client, "/api/v1/peers/block", serde_json::json!({ "target": target.to_string() })).await
+        }
+        Cmd::Peers { cmd: Some(PeersCmd::Unblock { target }), client, .. } => {
+            client::post_json(&client, "/api/v1/peers/unblock", serde_json::json!({ "target": target.to_string() }))
+                .await
+        }
+        Cmd::Reload { client } => client::post_json(&client, "/api/v1/config/reload", serde_json::json!({})).await,
         Cmd::Status { json, client } => client::show(&client, "/api/v1/status", json).await,
     }
 }
@@ -289,7 +394,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    let result = rt.block_on(run(cli));
+    // A read of stdin still blocked in tokio's blocking pool (the node ended
+    // a publish before its input did) must not keep the process alive.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

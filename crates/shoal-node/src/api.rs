@@ -1,12 +1,16 @@
-//! The local HTTP API (and, later, the HLS gateway) on `--api`.
+//! The local HTTP API, the HLS gateway (`api/hls.rs`) and the browser page
+//! (`api/web.rs`) on `--api`.
 //!
 //! Reads are open (the default bind is loopback). Every write (publish, key
 //! generation, join, leave) needs `Authorization: Bearer TOKEN`, where TOKEN
 //! is `DATA_DIR/api.token`; it is compared in constant time, and a request
 //! without it gets 401 and changes nothing.
 
+mod hls;
+mod peers;
 mod publish;
 mod watch;
+mod web;
 
 use std::collections::BTreeMap;
 
@@ -55,16 +59,22 @@ pub fn router(node: NodeHandle) -> Router {
         .route("/api/v1/keys/{name}", post(generate_key))
         .route("/api/v1/channels/{id}/join", post(join))
         .route("/api/v1/channels/{id}/leave", post(leave))
+        .route("/api/v1/peers/block", post(peers::block))
+        .route("/api/v1/peers/unblock", post(peers::unblock))
+        .route("/api/v1/config/reload", post(peers::reload))
         .route_layer(middleware::from_fn_with_state(node.clone(), require_token));
     Router::new()
         .route("/api/v1/status", get(status))
         .route("/api/v1/peers", get(peers))
+        .route("/api/v1/peers/blocked", get(peers::blocked))
         .route("/api/v1/channels", get(channels))
         .route("/api/v1/keys", get(list_keys))
         .route("/api/v1/keys/{name}", get(show_key))
         .route("/api/v1/watch/{id}", get(watch::watch))
         .route("/metrics", get(metrics))
         .merge(writes)
+        .merge(hls::routes(node.clone()))
+        .merge(web::routes())
         .with_state(node)
 }
 

@@ -1,6 +1,7 @@
 //! The running node: opens the store, starts the network and the engine,
 //! serves the local API, and shuts down in order (API, network, store).
 
+mod control;
 mod engine;
 
 use std::{
@@ -9,6 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub use control::ReloadReport;
 pub(crate) use engine::now_ms;
 pub use engine::{ChannelStatus, PublishSegment};
 use engine::{Command, Engine};
@@ -115,6 +117,8 @@ pub(crate) struct Shared {
     pub(crate) cmd: mpsc::Sender<Command>,
     pub(crate) tasks: TaskTracker,
     pub(crate) cancel: CancellationToken,
+    /// The exclusion list's layers (config file, API overrides).
+    pub(crate) deny: Mutex<control::DenyLayers>,
 }
 
 /// A running node. Cheap to clone handles come from [`Node::handle`].
@@ -140,8 +144,9 @@ impl Node {
     }
 
     /// Starts a node with the given transport (memory for in-process tests).
-    pub async fn start_with(config: NodeConfig, transport: TransportKind) -> Result<Self, NodeError> {
+    pub async fn start_with(mut config: NodeConfig, transport: TransportKind) -> Result<Self, NodeError> {
         config.validate()?;
+        config.net.max_upload = config.max_upload;
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .map_err(|source| crate::identity::IdentityError::Io { path: data_dir.clone(), source })?;
@@ -166,7 +171,9 @@ impl Node {
         let (events, _) = broadcast::channel(SEGMENT_EVENT_CAPACITY);
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let deny = Mutex::new(control::DenyLayers::new(config.net.deny.clone()));
         let shared = Arc::new(Shared {
+            deny,
             config,
             store,
             net: net.client,

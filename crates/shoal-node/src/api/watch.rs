@@ -33,7 +33,8 @@ const POLL: Duration = Duration::from_millis(100);
 /// How long `from_start` collects accepted seqs before picking the oldest.
 const FROM_START_COLLECT: Duration = Duration::from_millis(1500);
 
-#[derive(Debug, Deserialize)]
+/// `Default` is the live edge, unframed: the gateway's `/live/CHANNEL.ts`.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WatchParams {
     #[serde(default)]
@@ -168,13 +169,19 @@ async fn run(
             // segments are playable and this one is overdue.
             let overdue =
                 !accepted.contains(&n) && newest_ready.is_some_and(|r| r > n) && waiting_since.elapsed() > target;
-            if skipped.remove(&n) || overdue {
+            let engine_skipped = skipped.remove(&n);
+            if engine_skipped || overdue {
                 tracing::warn!(channel = %channel, seq = n, "segment missed its deadline; skipped");
                 if p.framed && tx.send(Ok(frame(n, 1, &[]))).await.is_err() {
                     return;
                 }
                 next = Some(n + 1);
-                waiting_since = Instant::now();
+                // A run of seqs whose manifests never arrived (a partition)
+                // shares one wait: the clock keeps running across them, so
+                // ten lost seqs cost one deadline, not ten.
+                if engine_skipped {
+                    waiting_since = Instant::now();
+                }
                 continue;
             }
         }

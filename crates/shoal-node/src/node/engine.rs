@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{SegmentEvent, Shared};
-use crate::scheduler::{Action, Scheduler};
+use crate::scheduler::{Action, Scheduler, SchedulerConfig};
 
 /// Capacity of the finished-fetch channel: one slot per want in flight is
 /// plenty (the scheduler caps wants per peer).
@@ -109,6 +109,10 @@ pub(crate) struct Engine {
     cmd_rx: mpsc::Receiver<Command>,
     events: mpsc::Receiver<NetEvent>,
     cancel: CancellationToken,
+    /// `fetch.origin_only` (bench baseline): the one peer blocks come from.
+    origin_only: Option<PeerId>,
+    /// `max_download`, shared by every channel's scheduler.
+    download: Option<crate::scheduler::DownloadBudget>,
 }
 
 impl Engine {
@@ -119,7 +123,33 @@ impl Engine {
         cancel: CancellationToken,
     ) -> Self {
         let (fetch_tx, fetch_rx) = mpsc::channel(FETCH_RESULT_CAPACITY);
-        Self { shared, channels: HashMap::new(), connected: HashSet::new(), fetch_tx, fetch_rx, cmd_rx, events, cancel }
+        // Validated with the config; an unparsable value means "unset".
+        let origin_only = shared.config.fetch.origin_only.as_deref().and_then(|p| p.parse().ok());
+        let cap = shared.config.max_download;
+        let download = (cap > 0).then(|| {
+            // One second of burst, but at least one largest response, so a
+            // single block can always be fetched.
+            let burst = (cap as f64).max(shoal_core::limits::MAX_EXCHANGE_RESPONSE_BYTES as f64);
+            Arc::new(std::sync::Mutex::new(shoal_net::TokenBucket::new(cap as f64, burst, Instant::now())))
+        });
+        Self {
+            download,
+            shared,
+            channels: HashMap::new(),
+            connected: HashSet::new(),
+            fetch_tx,
+            fetch_rx,
+            cmd_rx,
+            events,
+            cancel,
+            origin_only,
+        }
+    }
+
+    /// Whether blocks may be fetched from `peer` (always, unless the
+    /// origin-only baseline names another peer).
+    fn fetches_from(origin_only: Option<PeerId>, peer: &PeerId) -> bool {
+        origin_only.is_none_or(|o| o == *peer)
     }
 
     pub(crate) async fn run(mut self) {
@@ -140,6 +170,8 @@ impl Engine {
     fn rt(&mut self, channel: ChannelId) -> &mut ChannelRt {
         let shared = &self.shared;
         let connected = &self.connected;
+        let origin_only = self.origin_only;
+        let download = self.download.clone();
         self.channels.entry(channel).or_insert_with(|| {
             let chain = shared
                 .store
@@ -147,8 +179,8 @@ impl Engine {
                 .ok()
                 .flatten()
                 .unwrap_or_else(|| ChainState::new(channel, CHAIN_WINDOW));
-            let mut sched = Scheduler::new(shared.config.fetch.scheduler());
-            for p in connected {
+            let mut sched = Scheduler::new(SchedulerConfig { download, ..shared.config.fetch.scheduler() });
+            for p in connected.iter().filter(|p| Self::fetches_from(origin_only, p)) {
                 sched.peer_connected(*p, false);
             }
             ChannelRt {
@@ -170,8 +202,11 @@ impl Engine {
                 self.connected.insert(peer);
                 self.shared.source.peer_connected(peer);
                 let mut headless = Vec::new();
+                let fetch = Self::fetches_from(self.origin_only, &peer);
                 for (channel, rt) in &mut self.channels {
-                    rt.sched.peer_connected(peer, false);
+                    if fetch {
+                        rt.sched.peer_connected(peer, false);
+                    }
                     if rt.chain.head().is_none() {
                         headless.push(*channel);
                     }
@@ -198,6 +233,9 @@ impl Engine {
                 }
             }
             NetEvent::PeerHaves { peer, cids } => {
+                if !Self::fetches_from(self.origin_only, &peer) {
+                    return;
+                }
                 let now = Instant::now();
                 for rt in self.channels.values_mut() {
                     for cid in &cids {
@@ -256,7 +294,10 @@ impl Engine {
                     }
                 }
                 rt.manifests.insert(seq, m);
-                rt.sched.add_segment(seq, &blocks, deadline, source, |c| store.has_block(c).unwrap_or(false), now);
+                // Origin-only baseline: the publisher is everyone's upstream.
+                let upstream = self.origin_only.or(source);
+                let rt = self.rt(channel);
+                rt.sched.add_segment(seq, &blocks, deadline, upstream, |c| store.has_block(c).unwrap_or(false), now);
                 self.drain_actions().await;
                 Acceptance::Accept
             }
@@ -299,7 +340,7 @@ impl Engine {
             // Not delivered: DONT_HAVE, "have" (did not fit), bad, or the
             // hold expired. A peer that says it has it may be asked again.
             if resp.haves.contains(&cid) {
-                rt.sched.on_dont_have(&peer, cid, now);
+                rt.sched.on_deferred(&peer, cid, now);
                 rt.sched.on_have(peer, cid, now);
             } else {
                 rt.sched.on_dont_have(&peer, cid, now);
@@ -347,7 +388,13 @@ impl Engine {
                             let _ = tokio::time::timeout(Duration::from_secs(5), net.cancel(peer, &[cid])).await;
                         });
                     }
-                    Action::AnnounceHave { cid } => rt.pending_haves.push(cid),
+                    // The origin-only baseline announces nothing: viewers
+                    // of a CDN do not serve each other.
+                    Action::AnnounceHave { cid } => {
+                        if self.origin_only.is_none() {
+                            rt.pending_haves.push(cid);
+                        }
+                    }
                     Action::SegmentComplete { seq } => {
                         if let Some(m) = rt.manifests.remove(&seq) {
                             match self.shared.store.commit_segment(&m) {
