@@ -1,0 +1,160 @@
+//! A bench scenario: the swarm, the links and the stream, as read from
+//! `config/bench/*.toml`. Every key has a default, so a file names only
+//! what makes the scenario what it is.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, ensure};
+use serde::{Deserialize, Serialize};
+
+/// One scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Scenario {
+    /// Name, for the table and the plot titles.
+    pub(crate) name: String,
+    /// Nodes in total: one publisher, the rest viewers.
+    pub(crate) nodes: usize,
+    /// Seconds of stream published.
+    pub(crate) seconds: u64,
+    /// Stream bitrate, kbit/s.
+    pub(crate) bitrate_kbps: u64,
+    /// Segment duration, ms (one manifest per segment).
+    pub(crate) segment_ms: u64,
+    /// Block size the publisher splits segments into, bytes.
+    pub(crate) block_bytes: usize,
+    /// Round-trip time of every link, ms (0: none).
+    pub(crate) rtt_ms: u64,
+    /// Upload cap of every viewer, kbit/s (none: uncapped).
+    pub(crate) upload_kbps: Option<u64>,
+    /// Download cap of every viewer, kbit/s (none: uncapped).
+    pub(crate) download_kbps: Option<u64>,
+    /// Upload cap of the publisher, kbit/s (none: uncapped, like a CDN
+    /// origin; the `origin` baseline needs it to be).
+    pub(crate) publisher_upload_kbps: Option<u64>,
+    /// Share of viewers whose upload is capped at `slow_upload_kbps`.
+    pub(crate) slow_share: f64,
+    /// Upload cap of the slow viewers, kbit/s (below the bitrate).
+    pub(crate) slow_upload_kbps: u64,
+    /// Share of viewers that join halfway through the stream.
+    pub(crate) late_share: f64,
+    /// Viewers leaving, and as many joining, per minute, in % of viewers.
+    pub(crate) churn_pct_per_min: f64,
+    /// Bootstrap nodes (the first k viewers); every node starts from them
+    /// and finds the rest through the DHT.
+    pub(crate) bootstrap_nodes: usize,
+    /// Playback deadline after publish, ms (continuity counts segments
+    /// verified before it).
+    pub(crate) target_latency_ms: u64,
+    /// Seconds between the last viewer starting and the first segment, so
+    /// meshes form.
+    pub(crate) warmup_secs: u64,
+    /// Seed for identities, churn choices and the stream bytes.
+    pub(crate) seed: u64,
+    /// Tokio worker threads for the whole swarm.
+    pub(crate) worker_threads: usize,
+    /// Store block cache per node, MiB (the node default is 64; the RSS
+    /// figure depends on it).
+    pub(crate) store_cache_mib: Option<u64>,
+    /// Store write buffers per node, MiB (the node default is 32).
+    pub(crate) store_write_buffer_mib: Option<u64>,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Self {
+            name: "custom".into(),
+            nodes: 30,
+            seconds: 30,
+            bitrate_kbps: 2000,
+            segment_ms: 1000,
+            block_bytes: 64 * 1024,
+            rtt_ms: 0,
+            upload_kbps: None,
+            download_kbps: None,
+            publisher_upload_kbps: None,
+            slow_share: 0.0,
+            slow_upload_kbps: 0,
+            late_share: 0.0,
+            churn_pct_per_min: 0.0,
+            bootstrap_nodes: 3,
+            target_latency_ms: 3000,
+            warmup_secs: 3,
+            seed: 7,
+            worker_threads: 2,
+            store_cache_mib: None,
+            store_write_buffer_mib: None,
+        }
+    }
+}
+
+impl Scenario {
+    /// Reads and checks a scenario file.
+    pub(crate) fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading scenario {}", path.display()))?;
+        let s: Self = toml::from_str(&text).with_context(|| format!("scenario {}", path.display()))?;
+        s.validate().with_context(|| format!("scenario {}", path.display()))?;
+        Ok(s)
+    }
+
+    /// Values that parse but cannot run.
+    pub(crate) fn validate(&self) -> Result<()> {
+        ensure!(self.nodes >= 2, "nodes = {}: need a publisher and at least one viewer", self.nodes);
+        ensure!(self.bootstrap_nodes >= 1 && self.bootstrap_nodes < self.nodes, "bootstrap_nodes must be 1..nodes");
+        ensure!(self.seconds >= 1 && self.segment_ms >= 100, "seconds >= 1 and segment_ms >= 100");
+        ensure!(self.bitrate_kbps >= 8, "bitrate_kbps must be at least 8");
+        ensure!(self.block_bytes >= 1024 && self.block_bytes <= 256 * 1024, "block_bytes must be 1 KiB..256 KiB");
+        ensure!((0.0..=1.0).contains(&self.slow_share), "slow_share must be 0..1");
+        ensure!((0.0..1.0).contains(&self.late_share), "late_share must be 0..1");
+        ensure!((0.0..=100.0).contains(&self.churn_pct_per_min), "churn_pct_per_min must be 0..100");
+        ensure!(self.target_latency_ms >= 200, "target_latency_ms must be at least 200");
+        ensure!(self.worker_threads >= 1, "worker_threads must be at least 1");
+        Ok(())
+    }
+
+    /// Bytes per segment.
+    pub(crate) fn segment_bytes(&self) -> usize {
+        ((self.bitrate_kbps * 1000 / 8) * self.segment_ms / 1000).max(1) as usize
+    }
+
+    /// Segments published.
+    pub(crate) fn segments(&self) -> u64 {
+        (self.seconds * 1000 / self.segment_ms).max(1)
+    }
+
+    /// Viewers (everyone but the publisher), including late joiners.
+    pub(crate) fn viewers(&self) -> usize {
+        self.nodes - 1
+    }
+
+    /// Viewers that join halfway.
+    pub(crate) fn late_viewers(&self) -> usize {
+        ((self.viewers() - self.bootstrap_nodes) as f64 * self.late_share).round() as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every shipped scenario parses and validates.
+    #[test]
+    fn shipped_scenarios_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/bench");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                let s = Scenario::load(&p).unwrap();
+                assert_eq!(s.name, p.file_stem().unwrap().to_str().unwrap());
+                n += 1;
+            }
+        }
+        assert_eq!(n, 5, "small, medium, large, churn, constrained");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(toml::from_str::<Scenario>("nodez = 3").is_err());
+    }
+}

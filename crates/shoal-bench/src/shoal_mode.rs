@@ -1,0 +1,225 @@
+//! The `shoal` and `origin` modes: full shoal nodes (store, engine, fetch
+//! scheduler, network) in this process over the shaped memory transport.
+//! `origin` is the same node with `fetch.origin_only` set to the
+//! publisher's peer id on every viewer and the publisher's first-copies
+//! gate opened, so every viewer fetches every block from the publisher.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use futures::{FutureExt, future::BoxFuture};
+use libp2p::{Multiaddr, PeerId, identity::Keypair, multiaddr::Protocol};
+use shoal_core::{ChannelId, ChannelKey};
+use shoal_net::{NetConfig, TransportKind};
+use shoal_node::{Node, NodeConfig, NodeHandle, PublishSegment, SegmentEvent, identity};
+
+use crate::{
+    driver::{BenchNode, Mode, NodeCounters, Publisher},
+    report::Verified,
+    scenario::Scenario,
+    shaping,
+};
+
+/// The transport every bench node runs.
+const TRANSPORT: TransportKind = TransportKind::Custom(shaping::shaped_memory_transport);
+
+/// Connections a bench node accepts: the publisher in `origin` mode holds
+/// one per viewer, so the node default (256) would cap the `large` run.
+const BENCH_MAX_CONNECTIONS: u32 = 2048;
+
+/// `shoal` or `origin`.
+#[derive(Debug)]
+pub(crate) struct ShoalMode {
+    dir: tempfile::TempDir,
+    scenario: Scenario,
+    key: Arc<ChannelKey>,
+    channel: ChannelId,
+    /// Set in `origin` mode once the publisher runs.
+    origin: Option<(PeerId, Multiaddr)>,
+    origin_mode: bool,
+    next_dir: usize,
+}
+
+/// A running shoal node.
+#[derive(Debug)]
+pub(crate) struct ShoalNode {
+    node: Node,
+    addr: Multiaddr,
+    recorder: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ShoalMode {
+    pub(crate) fn new(scenario: &Scenario, origin_mode: bool) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("shoal-bench-").tempdir()?;
+        let mut secret = [0u8; 32];
+        secret[..8].copy_from_slice(&scenario.seed.to_le_bytes());
+        let key = Arc::new(ChannelKey::from_secret_bytes(&secret));
+        let channel = key.channel_id();
+        Ok(Self { dir, scenario: scenario.clone(), key, channel, origin: None, origin_mode, next_dir: 0 })
+    }
+
+    fn config(&mut self, bootstrap: Vec<Multiaddr>) -> NodeConfig {
+        self.next_dir += 1;
+        let s = &self.scenario;
+        let mut cfg = NodeConfig {
+            data_dir: self.dir.path().join(format!("n{}", self.next_dir)),
+            api: "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!("literal")),
+            net: NetConfig { bootstrap, max_connections: BENCH_MAX_CONNECTIONS, ..NetConfig::for_tests() },
+            ..NodeConfig::default()
+        };
+        cfg.fetch.target_latency_ms = s.target_latency_ms;
+        if let Some(m) = s.store_cache_mib {
+            cfg.store.block_cache_bytes = m << 20;
+        }
+        if let Some(m) = s.store_write_buffer_mib {
+            cfg.store.write_buffer_bytes = m << 20;
+        }
+        cfg
+    }
+
+    async fn start(&self, cfg: NodeConfig, key: &Keypair) -> Result<(Node, Multiaddr)> {
+        // The identity file first, so the node runs under the key its link
+        // is registered for.
+        std::fs::create_dir_all(&cfg.data_dir)?;
+        let bytes = key.to_protobuf_encoding().context("encoding a bench identity")?;
+        identity::write_secret(&cfg.data_dir.join(identity::IDENTITY_FILE), &bytes)?;
+        let node = Node::start_with(cfg, TRANSPORT).await?;
+        let h = node.handle();
+        for _ in 0..250 {
+            if let Some(a) = h.listen_addrs().await.into_iter().next() {
+                return Ok((node, a.with(Protocol::P2p(h.peer_id()))));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        bail!("a bench node did not start listening within 5 s")
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+}
+
+impl BenchNode for ShoalNode {
+    fn addr(&self) -> Multiaddr {
+        self.addr.clone()
+    }
+
+    async fn stop(self) -> NodeCounters {
+        let h = self.node.handle();
+        let c = NodeCounters {
+            payload: h.metrics().block_bytes_received.get(),
+            duplicate: h.metrics().duplicate_bytes.get(),
+        };
+        tracing::debug!(peer = %h.peer_id(), sched = ?h.metrics().scheduler(), net = ?h.net().metrics(), "node counters");
+        if let Some(t) = self.recorder {
+            t.abort();
+        }
+        let dir = h.config().data_dir.clone();
+        self.node.shutdown().await;
+        // 500 RocksDB instances add up: free each node's disk as it goes.
+        let _ = std::fs::remove_dir_all(dir);
+        c
+    }
+}
+
+impl Mode for ShoalMode {
+    type Node = ShoalNode;
+
+    async fn start_publisher(&mut self, key: Keypair) -> Result<ShoalNode> {
+        let mut cfg = self.config(vec![]);
+        if self.origin_mode {
+            // Every asker gets every block at once: the CDN origin.
+            cfg.fetch.origin_copies = u32::MAX;
+            cfg.fetch.origin_grace_ms = 0;
+        }
+        let (node, addr) = self.start(cfg, &key).await?;
+        if self.origin_mode {
+            self.origin = Some((key.public().to_peer_id(), addr.clone()));
+        }
+        node.handle().join(self.channel).await?;
+        Ok(ShoalNode { node, addr, recorder: None })
+    }
+
+    async fn start_viewer(
+        &mut self,
+        key: Keypair,
+        mut bootstrap: Vec<Multiaddr>,
+        verified: Verified,
+    ) -> Result<ShoalNode> {
+        let mut cfg = self.config(vec![]);
+        if let Some((origin, addr)) = &self.origin {
+            cfg.fetch.origin_only = Some(origin.to_string());
+            // A CDN client connects to the origin directly.
+            if !bootstrap.contains(addr) {
+                bootstrap.push(addr.clone());
+            }
+        }
+        cfg.net.bootstrap = bootstrap;
+        let (node, addr) = self.start(cfg, &key).await?;
+        let h = node.handle();
+        let recorder = tokio::spawn(record(h.clone(), verified));
+        h.join(self.channel).await?;
+        Ok(ShoalNode { node, addr, recorder: Some(recorder) })
+    }
+
+    fn publisher(&self, node: &ShoalNode) -> Arc<dyn Publisher> {
+        Arc::new(ShoalPublisher {
+            handle: node.node.handle(),
+            key: self.key.clone(),
+            segment_ms: self.scenario.segment_ms as u32,
+            block_bytes: self.scenario.block_bytes,
+        })
+    }
+}
+
+impl Drop for ShoalMode {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.data_dir());
+    }
+}
+
+/// Records when each segment became ready at a viewer.
+async fn record(h: NodeHandle, verified: Verified) {
+    let mut rx = h.subscribe();
+    loop {
+        match rx.recv().await {
+            Ok(SegmentEvent::Ready { seq, .. }) => {
+                let now = std::time::Instant::now();
+                if let Ok(mut m) = verified.lock() {
+                    m.entry(seq).or_insert(now);
+                }
+            }
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(n, "bench recorder lagged; ready events lost");
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+struct ShoalPublisher {
+    handle: NodeHandle,
+    key: Arc<ChannelKey>,
+    segment_ms: u32,
+    block_bytes: usize,
+}
+
+impl Publisher for ShoalPublisher {
+    fn publish(&self, seq: u64, data: Bytes) -> BoxFuture<'_, Result<()>> {
+        async move {
+            let seg = PublishSegment {
+                data,
+                duration_ms: self.segment_ms,
+                keyframe: true,
+                block_size: self.block_bytes,
+                info: None,
+            };
+            let got = self.handle.publish(self.key.clone(), seg).await?;
+            anyhow::ensure!(got == seq, "published seq {got}, expected {seq}");
+            Ok(())
+        }
+        .boxed()
+    }
+}
