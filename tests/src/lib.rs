@@ -227,3 +227,25 @@ impl NodeProc {
             .sum())
     }
 }
+
+/// Starts ffmpeg encoding `seconds` of a live test pattern (testsrc 640x360
+/// at 25 fps with a 440 Hz sine; H.264 with a keyframe every second, AAC) as
+/// MPEG-TS on its stdout, paced in real time (`-re`); its stderr goes to
+/// `log`. The media suites pipe it into `shoal publish`.
+pub fn test_pattern(seconds: u64, log: &Path) -> Result<Child> {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=25"])
+        .args(["-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", &seconds.to_string()])
+        .args(["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-pix_fmt", "yuv420p"])
+        .args(["-g", "25", "-keyint_min", "25", "-sc_threshold", "0", "-b:v", "600k"])
+        .args(["-c:a", "aac", "-b:a", "96k", "-f", "mpegts", "pipe:1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log)?)
+        .spawn()
+        .context(
+            "ffmpeg is needed for the media suites: install it with `apt-get install -y ffmpeg` (.ci/install-deps)",
+        )
+}

@@ -13,7 +13,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use shoal_tests::{NodeProc, http, wait_for};
+use shoal_tests::{NodeProc, http, test_pattern, wait_for};
 
 /// Seconds of test pattern published at most (the test stops it when done):
 /// room for a second directory announcement (30 s after the first, if the
@@ -112,21 +112,7 @@ fn browser_page_lists_and_plays_a_live_public_channel() -> Result<()> {
     })?;
     std::thread::sleep(Duration::from_secs(2));
 
-    let mut ffmpeg = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=25"])
-        .args(["-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-t", &PUBLISH_SECONDS.to_string()])
-        .args(["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-pix_fmt", "yuv420p"])
-        .args(["-g", "25", "-keyint_min", "25", "-sc_threshold", "0", "-b:v", "600k"])
-        .args(["-c:a", "aac", "-b:a", "96k", "-f", "mpegts", "pipe:1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(tmp.path().join("ffmpeg.log"))?)
-        .spawn()
-        .context(
-            "ffmpeg is needed for the media suites: install it with `apt-get install -y ffmpeg` (.ci/install-deps)",
-        )?;
+    let mut ffmpeg = test_pattern(PUBLISH_SECONDS, &tmp.path().join("ffmpeg.log"))?;
     let stdout = ffmpeg.stdout.take().context("ffmpeg stdout")?;
     let mut publish = a
         .cli()

@@ -15,7 +15,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use shoal_tests::{NodeProc, http, percentile, wait_for};
+use shoal_tests::{NodeProc, http, percentile, test_pattern, wait_for};
 
 /// Seconds of test pattern published: enough for the client's 8 s, a
 /// window that slides past its first segments, and start-up.
@@ -45,21 +45,7 @@ fn get(addr: SocketAddr, path: &str) -> Result<(u16, HashMap<String, String>, Ve
 
 /// ffmpeg test pattern → `shoal publish` on `node` (MPEG-TS mode).
 fn publish_test_pattern(node: &NodeProc, key: &str, extra: &[&str], log: &std::path::Path) -> Result<(Child, Child)> {
-    let mut ffmpeg = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=25"])
-        .args(["-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-t", &PUBLISH_SECONDS.to_string()])
-        .args(["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-pix_fmt", "yuv420p"])
-        .args(["-g", "25", "-keyint_min", "25", "-sc_threshold", "0", "-b:v", "600k"])
-        .args(["-c:a", "aac", "-b:a", "96k", "-f", "mpegts", "pipe:1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log.with_extension("ffmpeg.log"))?)
-        .spawn()
-        .context(
-            "ffmpeg is needed for the media suites: install it with `apt-get install -y ffmpeg` (.ci/install-deps)",
-        )?;
+    let mut ffmpeg = test_pattern(PUBLISH_SECONDS, &log.with_extension("ffmpeg.log"))?;
     let stdout = ffmpeg.stdout.take().context("ffmpeg stdout")?;
     let publish = node
         .cli()
