@@ -444,19 +444,26 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
         self.stats.duplicate_bytes += bytes;
     }
 
-    /// `peer` holds `cid` but did not send it this time (it did not fit the
-    /// response frame): ask again, without a penalty.
-    pub fn on_deferred(&mut self, peer: &P, cid: BlockCid, now: Instant) {
+    /// Ends `peer`'s open request for `cid` without a block: frees its
+    /// in-flight slot and the bytes it had queued there.
+    fn end_request(&mut self, peer: &P, cid: &BlockCid) {
         if let Some(p) = self.peers.get_mut(peer) {
             p.inflight = p.inflight.saturating_sub(1);
         }
-        let Some(b) = self.blocks.get_mut(&cid) else { return };
+        let Some(b) = self.blocks.get_mut(cid) else { return };
         if let Some(i) = b.requests.iter().position(|r| r.peer == *peer) {
             b.requests.remove(i);
             if let Some(p) = self.peers.get_mut(peer) {
                 p.queued_bytes = p.queued_bytes.saturating_sub(u64::from(b.size));
             }
         }
+    }
+
+    /// `peer` holds `cid` but did not send it this time (it did not fit the
+    /// response frame): ask again, without a penalty.
+    pub fn on_deferred(&mut self, peer: &P, cid: BlockCid, now: Instant) {
+        self.end_request(peer, &cid);
+        let Some(b) = self.blocks.get_mut(&cid) else { return };
         if b.requests.is_empty() {
             self.pending.insert((b.deadline, cid));
         }
@@ -465,16 +472,8 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
 
     /// `peer` does not have `cid` (DONT_HAVE, an error, or a refused request).
     pub fn on_dont_have(&mut self, peer: &P, cid: BlockCid, now: Instant) {
-        if let Some(p) = self.peers.get_mut(peer) {
-            p.inflight = p.inflight.saturating_sub(1);
-        }
+        self.end_request(peer, &cid);
         let Some(b) = self.blocks.get_mut(&cid) else { return };
-        if let Some(i) = b.requests.iter().position(|r| r.peer == *peer) {
-            b.requests.remove(i);
-            if let Some(p) = self.peers.get_mut(peer) {
-                p.queued_bytes = p.queued_bytes.saturating_sub(u64::from(b.size));
-            }
-        }
         // A peer that announced HAVE and then does not deliver lied or
         // lost the block: either way it counts as a stall, so a peer that
         // keeps claiming blocks it cannot serve drops below honest ones.
