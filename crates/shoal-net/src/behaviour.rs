@@ -30,6 +30,7 @@ use crate::{
     NetConfig, NetError, NetMetrics,
     codec::{EXCHANGE_PROTOCOL, Exchange, FrameCodec, HEAD_PROTOCOL, Head},
     gate::{DenyList, Gate},
+    guard::{Guarded, STREAM_GUARD_FACTOR},
     metrics::NetProtocol,
 };
 
@@ -115,8 +116,10 @@ pub(crate) struct Behaviour {
     pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
     pub(crate) gossipsub: Gossipsub,
-    pub(crate) exchange: request_response::Behaviour<FrameCodec<Exchange>>,
-    pub(crate) head: request_response::Behaviour<FrameCodec<Head>>,
+    /// Request-response behind the stream guard (crate::guard): inbound
+    /// streams far over the request rate are dropped in the connection task.
+    pub(crate) exchange: Guarded<request_response::Behaviour<FrameCodec<Exchange>>>,
+    pub(crate) head: Guarded<request_response::Behaviour<FrameCodec<Head>>>,
 }
 
 /// Message id: sha-256 over the topic and the payload (the signed manifest
@@ -268,15 +271,21 @@ fn build_behaviour(
         kad,
         mdns: Toggle::from(mdns),
         gossipsub,
-        exchange: request_response::Behaviour::with_codec(
-            FrameCodec::new(metrics.protocol_bytes(NetProtocol::Exchange)),
-            [(EXCHANGE_PROTOCOL, request_response::ProtocolSupport::Full)],
-            rr_config.clone(),
+        exchange: Guarded::new(
+            request_response::Behaviour::with_codec(
+                FrameCodec::new(metrics.protocol_bytes(NetProtocol::Exchange)),
+                [(EXCHANGE_PROTOCOL, request_response::ProtocolSupport::Full)],
+                rr_config.clone(),
+            ),
+            f64::from(config.inbound_streams_per_sec_per_peer),
         ),
-        head: request_response::Behaviour::with_codec(
-            FrameCodec::new(metrics.protocol_bytes(NetProtocol::Head)),
-            [(HEAD_PROTOCOL, request_response::ProtocolSupport::Full)],
-            rr_config,
+        head: Guarded::new(
+            request_response::Behaviour::with_codec(
+                FrameCodec::new(metrics.protocol_bytes(NetProtocol::Head)),
+                [(HEAD_PROTOCOL, request_response::ProtocolSupport::Full)],
+                rr_config,
+            ),
+            STREAM_GUARD_FACTOR * f64::from(config.head_requests_per_sec_per_peer),
         ),
     })
 }

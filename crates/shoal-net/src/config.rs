@@ -128,6 +128,14 @@ pub struct NetConfig {
     /// Head requests per second one peer may send us (burst: four seconds'
     /// worth). Requests over it get an empty answer.
     pub head_requests_per_sec_per_peer: u32,
+    /// Exchange request *streams* per second one connection may open
+    /// (burst: two seconds' worth), checked in the connection task before a
+    /// stream is read. Streams over it are dropped unread and each second
+    /// with drops is a flood strike (`crate::guard`). At least
+    /// `exchange_requests_per_sec_per_peer`; 4× it by default, so requests
+    /// between the two caps are still answered (DONT_HAVE) and only a flood
+    /// is dropped. The head protocol's guard is 4× its request rate.
+    pub inbound_streams_per_sec_per_peer: u32,
     /// Total bytes per second served to all peers (0 = no cap). Not a
     /// `[net]` key: the node sets it from its top-level `max_upload`.
     #[serde(skip)]
@@ -177,6 +185,7 @@ impl Default for NetConfig {
             serve_bytes_per_sec_per_peer: 8 * 1024 * 1024,
             exchange_requests_per_sec_per_peer: 100,
             head_requests_per_sec_per_peer: 5,
+            inbound_streams_per_sec_per_peer: 400,
             max_upload: 0,
         }
     }
@@ -244,6 +253,7 @@ impl NetConfig {
             ("max_peer_subscriptions", self.max_peer_subscriptions),
             ("exchange_requests_per_sec_per_peer", self.exchange_requests_per_sec_per_peer as usize),
             ("head_requests_per_sec_per_peer", self.head_requests_per_sec_per_peer as usize),
+            ("inbound_streams_per_sec_per_peer", self.inbound_streams_per_sec_per_peer as usize),
             ("request_timeout_ms", self.request_timeout_ms as usize),
             ("idle_timeout_secs", self.idle_timeout_secs as usize),
             ("ping_interval_ms", self.ping_interval_ms as usize),
@@ -255,6 +265,15 @@ impl NetConfig {
             if v == 0 {
                 return bad(key, "must be at least 1".into());
             }
+        }
+        if self.inbound_streams_per_sec_per_peer < self.exchange_requests_per_sec_per_peer {
+            return bad(
+                "inbound_streams_per_sec_per_peer",
+                format!(
+                    "{} is below exchange_requests_per_sec_per_peer ({}): honest requests would be dropped unanswered",
+                    self.inbound_streams_per_sec_per_peer, self.exchange_requests_per_sec_per_peer
+                ),
+            );
         }
         if self.held_wants_per_peer > self.held_wants_total {
             return bad(

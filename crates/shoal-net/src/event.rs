@@ -28,9 +28,11 @@ pub enum Misbehaviour {
     /// malformed, wrong channel). Honest peers validate before forwarding,
     /// so only the peer that made it up sends one.
     InvalidGossip,
-    /// Requests far over `[net] exchange_requests_per_sec_per_peer` or
-    /// `head_requests_per_sec_per_peer` (one strike per
-    /// `FLOOD_STRIKE_EVERY` refused requests).
+    /// A flood: requests over `[net] exchange_requests_per_sec_per_peer` or
+    /// `head_requests_per_sec_per_peer` (one strike per 100 refused), a
+    /// second of request streams over 4× that rate (one strike per second,
+    /// from the stream guard), or inbound connections over the connection
+    /// limits (one strike per 10 denied).
     Flood,
 }
 

@@ -32,6 +32,7 @@ use crate::{
     client::Command,
     directory::DirectoryList,
     gate::{DenyList, DenyRule},
+    guard::GuardedEvent,
     held::HeldWants,
     rate::{KeyedBuckets, TokenBucket, byte_burst},
 };
@@ -63,6 +64,28 @@ const MAX_RATED_PEERS: usize = 4096;
 /// peer that brushes the cap loses a request now and then; one that sends
 /// ten times the allowed rate is banned within seconds.
 pub(crate) const FLOOD_STRIKE_EVERY: u32 = 100;
+
+/// One flood strike per this many inbound connections from one peer denied
+/// by the connection limits (over `max_connections_per_peer`, usually).
+/// Each costs us a full handshake; an honest peer trips the per-peer limit
+/// only in a simultaneous dial, once.
+pub(crate) const CONNECTION_STRIKE_EVERY: u32 = 10;
+
+/// Counts one offence by `peer` in `counts` (bounded by
+/// `MAX_RATED_PEERS`: cleared when full, which favours offenders for one
+/// round at worst); true, and the count reset, every `every`-th.
+fn count_toward_strike(counts: &mut HashMap<PeerId, u32>, peer: PeerId, every: u32) -> bool {
+    if counts.len() >= MAX_RATED_PEERS && !counts.contains_key(&peer) {
+        counts.clear();
+    }
+    let n = counts.entry(peer).or_default();
+    *n += 1;
+    if *n >= every {
+        *n = 0;
+        return true;
+    }
+    false
+}
 
 /// Which per-peer request rate a request counts against.
 #[derive(Debug, Clone, Copy)]
@@ -114,6 +137,8 @@ pub(crate) struct EventLoop {
     head_rate: KeyedBuckets<PeerId>,
     /// Requests refused by a rate cap, per peer, towards a flood strike.
     refusals: HashMap<PeerId, u32>,
+    /// Inbound connections denied by the limits, per peer, toward a strike.
+    over_limit: HashMap<PeerId, u32>,
     /// libp2p's own swarm/kad/identify/ping/gossipsub event metrics.
     p2p_metrics: libp2p::metrics::Metrics,
 }
@@ -154,6 +179,7 @@ impl EventLoop {
             exchange_rate: KeyedBuckets::new(xr, 2.0 * xr, MAX_RATED_PEERS),
             head_rate: KeyedBuckets::new(hr, 4.0 * hr, MAX_RATED_PEERS),
             refusals: HashMap::new(),
+            over_limit: HashMap::new(),
             directory: DirectoryList::new(config.directory_max_entries, Duration::from_secs(config.directory_ttl_secs)),
             held: HeldWants::new(config.held_wants_per_peer, config.held_wants_total),
             directory_topic: IdentTopic::new(DIRECTORY_TOPIC).hash(),
@@ -320,8 +346,24 @@ impl EventLoop {
                 self.refusals.remove(&peer_id);
                 self.emit(NetEvent::PeerDisconnected { peer: peer_id });
             }
+            SwarmEvent::IncomingConnectionError {
+                peer_id: Some(peer),
+                error: libp2p::swarm::ListenError::Denied { cause },
+                ..
+            } if cause.downcast_ref::<libp2p::connection_limits::Exceeded>().is_some() => {
+                self.connection_over_limit(peer);
+            }
             SwarmEvent::Behaviour(ev) => self.on_behaviour_event(ev),
             _ => {}
+        }
+    }
+
+    /// An inbound connection from a known peer denied by the connection
+    /// limits: counted, and a flood strike every `CONNECTION_STRIKE_EVERY`.
+    fn connection_over_limit(&mut self, peer: PeerId) {
+        self.metrics.connections_over_limit.inc();
+        if count_toward_strike(&mut self.over_limit, peer, CONNECTION_STRIKE_EVERY) {
+            self.strike(peer, crate::Misbehaviour::Flood, 1);
         }
     }
 
@@ -368,8 +410,16 @@ impl EventLoop {
                 message_id,
                 message,
             }) => self.on_gossip(propagation_source, message_id, message),
-            BehaviourEvent::Exchange(ev) => self.on_exchange_event(ev),
-            BehaviourEvent::Head(ev) => self.on_head_event(ev),
+            BehaviourEvent::Exchange(GuardedEvent::Inner(ev)) => self.on_exchange_event(ev),
+            BehaviourEvent::Head(GuardedEvent::Inner(ev)) => self.on_head_event(ev),
+            BehaviourEvent::Exchange(GuardedEvent::Refused { peer, connection, streams })
+            | BehaviourEvent::Head(GuardedEvent::Refused { peer, connection, streams }) => {
+                // Far over the request rate for a second: a flood, not an
+                // eager peer (crate::guard). One strike per report.
+                self.metrics.streams_refused.inc_by(u64::from(streams));
+                tracing::debug!(%peer, ?connection, streams, "inbound streams over the guard's rate dropped");
+                self.strike(peer, crate::Misbehaviour::Flood, 1);
+            }
             _ => {}
         }
     }
@@ -460,13 +510,7 @@ impl EventLoop {
             return true;
         }
         self.metrics.rate_limited.inc();
-        if self.refusals.len() >= MAX_RATED_PEERS && !self.refusals.contains_key(&peer) {
-            self.refusals.clear();
-        }
-        let n = self.refusals.entry(peer).or_default();
-        *n += 1;
-        if *n >= FLOOD_STRIKE_EVERY {
-            *n = 0;
+        if count_toward_strike(&mut self.refusals, peer, FLOOD_STRIKE_EVERY) {
             self.strike(peer, crate::Misbehaviour::Flood, 1);
         }
         false

@@ -22,6 +22,7 @@ mod error;
 mod event;
 mod event_loop;
 mod gate;
+mod guard;
 mod held;
 mod metrics;
 mod rate;

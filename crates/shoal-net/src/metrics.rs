@@ -72,6 +72,8 @@ pub struct NetMetrics {
     pub(crate) rate_limited: Counter,
     pub(crate) ping_closed: Counter,
     pub(crate) connections_refused: Counter,
+    pub(crate) streams_refused: Counter,
+    pub(crate) connections_over_limit: Counter,
     inbound_requests: Family<KindLabels, Counter>,
     events_dropped: Family<KindLabels, Counter>,
 }
@@ -97,6 +99,8 @@ impl NetMetrics {
             rate_limited: Counter::default(),
             ping_closed: Counter::default(),
             connections_refused: Counter::default(),
+            streams_refused: Counter::default(),
+            connections_over_limit: Counter::default(),
             inbound_requests: Family::default(),
             events_dropped: Family::default(),
         };
@@ -121,6 +125,16 @@ impl NetMetrics {
             "connections_refused",
             "Connections refused by the deny list or the per-IP cap",
             m.connections_refused.clone(),
+        );
+        r.register(
+            "streams_refused",
+            "Inbound request streams dropped unread by the stream guard (far over the request rate)",
+            m.streams_refused.clone(),
+        );
+        r.register(
+            "connections_over_limit",
+            "Inbound connections denied by the connection limits (total, per peer, pending)",
+            m.connections_over_limit.clone(),
         );
         r.register("inbound_requests", "Inbound exchange/head requests", m.inbound_requests.clone());
         r.register("events_dropped", "Events dropped because the consumer was slow", m.events_dropped.clone());
@@ -208,6 +222,8 @@ impl NetMetrics {
             held_wants_cancelled: self.held_wants_cancelled.get(),
             rate_limited: self.rate_limited.get(),
             connections_refused: self.connections_refused.get(),
+            streams_refused: self.streams_refused.get(),
+            connections_over_limit: self.connections_over_limit.get(),
             ping_closed: self.ping_closed.get(),
             events_dropped: EVENT_KINDS
                 .iter()
@@ -328,6 +344,10 @@ pub struct MetricsSnapshot {
     pub rate_limited: u64,
     /// Connections refused by the deny list or the per-IP cap.
     pub connections_refused: u64,
+    /// Inbound request streams dropped unread by the stream guard.
+    pub streams_refused: u64,
+    /// Inbound connections denied by the connection limits.
+    pub connections_over_limit: u64,
     /// Connections closed because a liveness ping went unanswered.
     pub ping_closed: u64,
 }

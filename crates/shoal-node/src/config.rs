@@ -388,6 +388,7 @@ mod tests {
             ("serve_bytes_per_sec_per_peer", Box::new(|c| c.net.serve_bytes_per_sec_per_peer = 10)),
             ("exchange_requests_per_sec_per_peer", Box::new(|c| c.net.exchange_requests_per_sec_per_peer = 0)),
             ("max_strikes", Box::new(|c| c.net.max_strikes = 0)),
+            ("inbound_streams_per_sec_per_peer", Box::new(|c| c.net.inbound_streams_per_sec_per_peer = 50)),
         ];
         for (key, set) in cases {
             let mut cfg = NodeConfig::default();

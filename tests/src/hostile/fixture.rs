@@ -79,6 +79,7 @@ fn config(dir: &std::path::Path, bootstrap: Vec<Multiaddr>) -> NodeConfig {
             // Scaled down with the floods (see hostile.rs FLOOD_PER_TICK);
             // honest traffic in this swarm stays far below it.
             exchange_requests_per_sec_per_peer: 20,
+            inbound_streams_per_sec_per_peer: 60,
             ..NetConfig::for_tests()
         },
         fetch: shoal_node::config::FetchConfig { target_latency_ms: TARGET_LATENCY_MS, ..Default::default() },

@@ -61,7 +61,7 @@ impl EventLoop {
             let _ = reply.send(Err(e));
             return;
         }
-        let id = self.swarm.behaviour_mut().exchange.send_request(&peer, Inbound::Valid(request));
+        let id = self.swarm.behaviour_mut().exchange.inner_mut().send_request(&peer, Inbound::Valid(request));
         self.pending_exchange.insert(id, (peer, reply));
     }
 
@@ -77,7 +77,12 @@ impl EventLoop {
             return;
         }
         let max = max.clamp(1, shoal_core::limits::MAX_HEAD_MANIFESTS);
-        let id = self.swarm.behaviour_mut().head.send_request(&peer, Inbound::Valid(HeadRequest { channel, max }));
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .head
+            .inner_mut()
+            .send_request(&peer, Inbound::Valid(HeadRequest { channel, max }));
         self.pending_head.insert(id, (peer, channel, reply));
     }
 
@@ -85,7 +90,7 @@ impl EventLoop {
         let n = response.blocks.len() as u64;
         let bytes: u64 = response.blocks.iter().map(|b| b.data().len() as u64).sum();
         // Err means the peer gave up (timeout, disconnect): nothing to do.
-        if self.swarm.behaviour_mut().exchange.send_response(channel, response).is_ok() {
+        if self.swarm.behaviour_mut().exchange.inner_mut().send_response(channel, response).is_ok() {
             self.metrics.blocks_served.inc_by(n);
             if bytes > 0 {
                 self.charge_upload(peer, bytes);
@@ -172,7 +177,7 @@ impl EventLoop {
     /// Sends a response whose blocks were already charged to the caps.
     fn respond_uncharged(&mut self, channel: ResponseChannel<ExchangeResponse>, response: ExchangeResponse) {
         let n = response.blocks.len() as u64;
-        if self.swarm.behaviour_mut().exchange.send_response(channel, response).is_ok() {
+        if self.swarm.behaviour_mut().exchange.inner_mut().send_response(channel, response).is_ok() {
             self.metrics.blocks_served.inc_by(n);
         }
     }
@@ -264,7 +269,7 @@ impl EventLoop {
                 };
                 self.metrics.inbound_request("head");
                 if !self.admit(peer, RateKind::Head, Instant::now()) {
-                    let _ = self.swarm.behaviour_mut().head.send_response(channel, HeadResponse::default());
+                    let _ = self.swarm.behaviour_mut().head.inner_mut().send_response(channel, HeadResponse::default());
                     return;
                 }
                 let mut manifests = self.source.head(&request.channel, request.max);
@@ -275,7 +280,7 @@ impl EventLoop {
                 while total > MAX_HEAD_RESPONSE_BYTES && !manifests.is_empty() {
                     total -= manifests.remove(0).encoded_len() + 8;
                 }
-                let _ = self.swarm.behaviour_mut().head.send_response(channel, HeadResponse { manifests });
+                let _ = self.swarm.behaviour_mut().head.inner_mut().send_response(channel, HeadResponse { manifests });
             }
             request_response::Event::Message { peer, message: Message::Response { request_id, response }, .. } => {
                 self.release_slot(&peer);

@@ -158,6 +158,59 @@ async fn a_request_flood_is_refused_then_banned() {
     net.shutdown().await;
 }
 
+/// A flood of request streams far over the rate is dropped in the
+/// connection task (the stream guard), before the event loop reads it; each
+/// second with drops is a strike, so the flooder is banned in seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_flood_is_dropped_unread_then_banned() {
+    let net = TestNet::spawn_with(2, TransportKind::Memory, 44, |i, c| {
+        if i == 0 {
+            c.exchange_requests_per_sec_per_peer = 10;
+            c.inbound_streams_per_sec_per_peer = 20;
+        }
+    })
+    .await;
+    let (server, flooder) = (&net.nodes[0], &net.nodes[1]);
+    let cid = VerifiedBlock::from_content(vec![7u8; 100].into()).cid();
+    let (fc, sid) = (flooder.client.clone(), server.peer_id);
+    wait_for("connected", Duration::from_secs(5), || {
+        let fc = fc.clone();
+        async move { connected(&fc, sid).await }
+    })
+    .await;
+    // 30 requests in flight at all times for up to 10 s (or until banned):
+    // hundreds of streams a second on the memory transport.
+    let (log, fid) = (server.log.clone(), flooder.peer_id);
+    let banned = || log.lock().unwrap().penalties.iter().any(|p| p.0 == fid && p.1 == Misbehaviour::Flood && p.3);
+    let t = Instant::now();
+    let (mut sent, mut failed) = (0u32, 0u32);
+    while !banned() && t.elapsed() < Duration::from_secs(10) {
+        let batch: Vec<_> = (0..30)
+            .map(|_| {
+                let c = flooder.client.clone();
+                tokio::spawn(async move { c.want_blocks(sid, &[cid], 0).await })
+            })
+            .collect();
+        for h in batch {
+            sent += 1;
+            if !matches!(h.await, Ok(Ok(_))) {
+                failed += 1;
+            }
+        }
+    }
+    let took = t.elapsed();
+    assert!(banned(), "not banned after {sent} requests in {took:?} ({failed} failed)");
+    let dropped = server.metric_sum("shoal_net_streams_refused", "");
+    assert!(dropped >= 1.0, "banned, but no stream was dropped by the guard");
+    assert!(failed >= 1, "streams were dropped but every request of {sent} got an answer");
+    // A reset stream is not a malformed frame: the flooder (an honest node
+    // here, just too eager) must not strike the server back.
+    let back: Vec<_> = flooder.log.lock().unwrap().penalties.iter().filter(|p| p.0 == sid).cloned().collect();
+    assert!(back.is_empty(), "the flooder struck the server for its resets: {back:?}");
+    println!("stream flood: {sent} requests, {failed} failed, {dropped} dropped by the guard, banned after {took:?}");
+    net.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serving_one_peer_is_capped_in_bytes_per_second() {
     // 64 KiB/s per peer; the burst is one largest response (4 MiB).
