@@ -44,8 +44,6 @@ const COMMAND_CAPACITY: usize = 16;
 /// Connections a push node keeps dialing towards (gossipsub's mesh degree
 /// is 6; a few spare peers let the mesh repair itself).
 const DIAL_TARGET: usize = 10;
-/// Gossipsub heartbeat: the same as shoal's test nets (`NetConfig::for_tests`).
-const HEARTBEAT: Duration = Duration::from_millis(200);
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
@@ -84,10 +82,10 @@ fn topic() -> IdentTopic {
     IdentTopic::new("shoal-bench/push")
 }
 
-fn build(key: Keypair, block_bytes: usize, registry: &mut Registry) -> Result<Swarm<Behaviour>> {
+fn build(key: Keypair, block_bytes: usize, heartbeat: Duration, registry: &mut Registry) -> Result<Swarm<Behaviour>> {
     let peer = key.public().to_peer_id();
     let gcfg = gossipsub::ConfigBuilder::default()
-        .heartbeat_interval(HEARTBEAT)
+        .heartbeat_interval(heartbeat)
         // One RPC frame can carry more than one message plus control
         // (measured: 72 KiB frames with 64 KiB blocks); 4 blocks of room.
         .max_transmit_size(4 * (block_bytes + HEADER) + 16 * 1024)
@@ -113,14 +111,10 @@ fn build(key: Keypair, block_bytes: usize, registry: &mut Registry) -> Result<Sw
     Ok(swarm)
 }
 
-async fn start(
-    key: Keypair,
-    bootstrap: Vec<Multiaddr>,
-    block_bytes: usize,
-    verified: Option<Verified>,
-) -> Result<PushNode> {
+async fn start(key: Keypair, bootstrap: Vec<Multiaddr>, s: &Scenario, verified: Option<Verified>) -> Result<PushNode> {
     let mut registry = Registry::default();
-    let mut swarm = build(key, block_bytes, &mut registry)?;
+    let heartbeat = Duration::from_millis(s.gossip_heartbeat_ms);
+    let mut swarm = build(key, s.block_bytes, heartbeat, &mut registry)?;
     swarm.listen_on("/memory/0".parse()?)?;
     let addr = loop {
         match tokio::time::timeout(Duration::from_secs(5), swarm.select_next_some()).await {
@@ -248,11 +242,11 @@ impl Mode for PushMode {
     type Node = PushNode;
 
     async fn start_publisher(&mut self, key: Keypair) -> Result<PushNode> {
-        start(key, vec![], self.scenario.block_bytes, None).await
+        start(key, vec![], &self.scenario, None).await
     }
 
     async fn start_viewer(&mut self, key: Keypair, bootstrap: Vec<Multiaddr>, verified: Verified) -> Result<PushNode> {
-        start(key, bootstrap, self.scenario.block_bytes, Some(verified)).await
+        start(key, bootstrap, &self.scenario, Some(verified)).await
     }
 
     fn publisher(&self, node: &PushNode) -> Arc<dyn Publisher> {

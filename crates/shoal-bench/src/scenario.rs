@@ -58,6 +58,17 @@ pub(crate) struct Scenario {
     pub(crate) store_cache_mib: Option<u64>,
     /// Store write buffers per node, MiB (the node default is 32).
     pub(crate) store_write_buffer_mib: Option<u64>,
+    /// Gossipsub heartbeat of every node in every mode, ms. The node
+    /// default (`[net] gossip_heartbeat_ms`, 1000): the bench measures what
+    /// users run. Each heartbeat walks every mesh and scores every peer, so
+    /// it is also most of an idle node's CPU.
+    pub(crate) gossip_heartbeat_ms: u64,
+    /// Liveness ping interval on every shoal connection, ms (`[net]
+    /// ping_interval_ms`; the node default is 1000, with a 4 s timeout in
+    /// production and 20 s in test nets). Every connection pings, so with
+    /// hundreds of nodes in one process this is a large share of the idle
+    /// CPU (docs/benchmarks.md).
+    pub(crate) ping_interval_ms: u64,
 }
 
 impl Default for Scenario {
@@ -84,6 +95,8 @@ impl Default for Scenario {
             worker_threads: 2,
             store_cache_mib: None,
             store_write_buffer_mib: None,
+            gossip_heartbeat_ms: 1000,
+            ping_interval_ms: 1000,
         }
     }
 }
@@ -109,6 +122,11 @@ impl Scenario {
         ensure!((0.0..=100.0).contains(&self.churn_pct_per_min), "churn_pct_per_min must be 0..100");
         ensure!(self.target_latency_ms >= 200, "target_latency_ms must be at least 200");
         ensure!(self.worker_threads >= 1, "worker_threads must be at least 1");
+        ensure!(self.gossip_heartbeat_ms >= 100, "gossip_heartbeat_ms must be at least 100");
+        ensure!(
+            (100..20_000).contains(&self.ping_interval_ms),
+            "ping_interval_ms must be 100..20000 (below the test nets' 20 s ping timeout)"
+        );
         Ok(())
     }
 

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::{FutureExt, future::BoxFuture};
 use libp2p::{Multiaddr, PeerId, identity::Keypair, multiaddr::Protocol};
 use shoal_core::{ChannelId, ChannelKey};
-use shoal_net::{NetConfig, TransportKind};
+use shoal_net::{ManifestValidation, NetConfig, TransportKind};
 use shoal_node::{Node, NodeConfig, NodeHandle, PublishSegment, SegmentEvent, identity};
 
 use crate::{
@@ -65,7 +65,17 @@ impl ShoalMode {
         let mut cfg = NodeConfig {
             data_dir: self.dir.path().join(format!("n{}", self.next_dir)),
             api: "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!("literal")),
-            net: NetConfig { bootstrap, max_connections: BENCH_MAX_CONNECTIONS, ..NetConfig::for_tests() },
+            // The test net's memory addresses and forced DHT server mode,
+            // with the production heartbeat and manifest validation (the
+            // node's own chain check before forwarding, as users run it).
+            net: NetConfig {
+                bootstrap,
+                max_connections: BENCH_MAX_CONNECTIONS,
+                gossip_heartbeat_ms: s.gossip_heartbeat_ms,
+                ping_interval_ms: s.ping_interval_ms,
+                manifest_validation: ManifestValidation::Node,
+                ..NetConfig::for_tests()
+            },
             ..NodeConfig::default()
         };
         cfg.fetch.target_latency_ms = s.target_latency_ms;

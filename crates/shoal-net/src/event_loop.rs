@@ -50,6 +50,19 @@ const THIN_ROUTING_TABLE: usize = 4;
 /// A joined channel with fewer mesh peers than this looks for providers again.
 const THIN_MESH: usize = 2;
 
+/// While a channel stays quiet with a full mesh, the gap between its DHT
+/// lookups doubles from `quiet_channel_ms` up to this (a thin mesh keeps
+/// the `quiet_channel_ms` pace). Each lookup asks ~20 peers
+/// for provider records; at a fixed 4 s, 150 idle viewers of a channel that
+/// had not started yet spent more bytes on lookups than the stream itself
+/// (docs/benchmarks.md). Between lookups, the providers already found are
+/// redialed every maintenance tick, which is what brings a partitioned
+/// viewer back in seconds (a dial to a connected peer is a no-op).
+const MAX_QUIET_LOOKUP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Providers remembered per channel for those redials.
+const MAX_KNOWN_PROVIDERS: usize = 16;
+
 /// Peers whose strikes we remember; the map is cleared when full (a peer
 /// that misbehaves gets struck again quickly, an honest one loses nothing).
 const MAX_STRUCK_PEERS: usize = 4096;
@@ -120,6 +133,13 @@ pub(crate) struct EventLoop {
     directory: DirectoryList,
     live_policy: VerifyPolicy,
     provider_queries: HashMap<QueryId, ProviderQuery>,
+    /// Per quiet or thin channel: when the next DHT lookup may start, and
+    /// the gap after it (doubling to `MAX_QUIET_LOOKUP_INTERVAL`). Removed
+    /// when the channel is healthy again; bounded by max_channels.
+    quiet_lookups: HashMap<ChannelId, (Instant, Duration)>,
+    /// Providers found per channel (at most `MAX_KNOWN_PROVIDERS`), redialed
+    /// while the channel is quiet.
+    known_providers: HashMap<ChannelId, Vec<PeerId>>,
     pending_exchange: HashMap<OutboundRequestId, (PeerId, Reply<ExchangeResponse>)>,
     pending_head: HashMap<OutboundRequestId, (PeerId, ChannelId, Reply<Vec<VerifiedManifest>>)>,
     /// Our open requests per peer (exchange and head), for the outbound cap.
@@ -193,6 +213,8 @@ impl EventLoop {
             heard: HashMap::new(),
             live_policy,
             provider_queries: HashMap::new(),
+            quiet_lookups: HashMap::new(),
+            known_providers: HashMap::new(),
             pending_exchange: HashMap::new(),
             pending_head: HashMap::new(),
             outbound: HashMap::new(),
@@ -458,6 +480,13 @@ impl EventLoop {
         if (step.last || result.is_err())
             && let Some(q) = self.provider_queries.remove(&id)
         {
+            let known = self.known_providers.entry(q.channel).or_default();
+            for p in q.found.iter().take(MAX_KNOWN_PROVIDERS) {
+                if !known.contains(p) {
+                    known.insert(0, *p);
+                }
+            }
+            known.truncate(MAX_KNOWN_PROVIDERS);
             tracing::debug!(channel = %q.channel, providers = q.found.len(), "provider lookup finished");
             self.emit(NetEvent::ProvidersFound { channel: q.channel, providers: q.found });
         }
@@ -478,24 +507,44 @@ impl EventLoop {
             let _ = self.swarm.behaviour_mut().kad.bootstrap();
         }
         let quiet_after = Duration::from_millis(self.config.quiet_channel_ms);
-        let thin: Vec<ChannelId> = self
-            .channels
-            .iter()
-            .filter(|(topic, _)| {
-                self.swarm.behaviour().gossipsub.mesh_peers(topic).count() < THIN_MESH
-                    || self.heard.get(*topic).is_none_or(|t| now.duration_since(*t) >= quiet_after)
-            })
-            .map(|(_, ch)| *ch)
+        let (mut thin, mut healthy) = (Vec::new(), Vec::new());
+        for (topic, ch) in &self.channels {
+            let thin_mesh = self.swarm.behaviour().gossipsub.mesh_peers(topic).count() < THIN_MESH;
+            let quiet = self.heard.get(topic).is_none_or(|t| now.duration_since(*t) >= quiet_after);
+            if thin_mesh || quiet { thin.push((*ch, thin_mesh)) } else { healthy.push(*ch) }
+        }
+        for ch in healthy {
+            self.quiet_lookups.remove(&ch);
+        }
+        for (ch, thin_mesh) in thin {
+            // Cheap first: redial the providers we know (no-op when connected).
+            let redial: Vec<PeerId> = self
+                .known_providers
+                .get(&ch)
+                .into_iter()
+                .flatten()
+                .filter(|p| !self.swarm.is_connected(p))
+                .take(self.config.join_dial_providers)
+                .copied()
+                .collect();
+            for p in redial {
+                let _ = self.swarm.dial(p);
+            }
+            let (next, gap) = *self.quiet_lookups.entry(ch).or_insert((now, quiet_after));
             // One lookup at a time per channel, but a lookup stuck dialing
             // across a partition (up to the 30 s query timeout) must not
-            // hold back a fresh one once the path is back; this bounds the
-            // lookups in flight per channel to about 30 s / quiet_channel_ms.
-            .filter(|ch| {
-                !self.provider_queries.values().any(|q| q.channel == *ch && now.duration_since(q.started) < quiet_after)
-            })
-            .collect();
-        for ch in thin {
-            self.find_providers(ch);
+            // hold back a fresh one once the path is back.
+            let in_flight =
+                self.provider_queries.values().any(|q| q.channel == ch && now.duration_since(q.started) < quiet_after);
+            if now >= next && !in_flight {
+                // Lost mesh peers (a partition, a relay gone): look again at
+                // the quiet_channel_ms pace. A full mesh that is merely quiet
+                // (a channel not live yet, or between shows): back off.
+                let after =
+                    if thin_mesh { quiet_after } else { (gap * 2).min(MAX_QUIET_LOOKUP_INTERVAL.max(quiet_after)) };
+                self.quiet_lookups.insert(ch, (now + gap, after));
+                self.find_providers(ch);
+            }
         }
     }
 

@@ -59,6 +59,8 @@ impl EventLoop {
         self.swarm.behaviour_mut().gossipsub.unsubscribe(&topic);
         self.swarm.behaviour_mut().kad.stop_providing(&provider_key(&channel));
         self.provider_queries.retain(|_, q| q.channel != channel);
+        self.quiet_lookups.remove(&channel);
+        self.known_providers.remove(&channel);
         tracing::info!(%channel, "left channel");
     }
 
