@@ -159,16 +159,19 @@ mod tests {
     #[test]
     fn shipped_scenarios_parse() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/bench");
-        let mut n = 0;
+        let mut names = Vec::new();
         for e in std::fs::read_dir(&dir).unwrap() {
             let p = e.unwrap().path();
             if p.extension().is_some_and(|x| x == "toml") {
                 let s = Scenario::load(&p).unwrap();
                 assert_eq!(s.name, p.file_stem().unwrap().to_str().unwrap());
-                n += 1;
+                names.push(s.name);
             }
         }
-        assert_eq!(n, 5, "small, medium, large, churn, constrained");
+        // Issue 7's five, plus probes (idle150).
+        for want in ["small", "medium", "large", "churn", "constrained", "idle150"] {
+            assert!(names.iter().any(|n| n == want), "config/bench/{want}.toml missing; found {names:?}");
+        }
     }
 
     #[test]
