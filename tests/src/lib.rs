@@ -212,6 +212,35 @@ pub fn test_dir() -> Result<tempfile::TempDir> {
 }
 
 impl NodeProc {
+    /// Starts `shoal publish --format bytes` of `data` on this node with
+    /// `key`, fed at `bytes_per_sec` in 100 ms chunks from a thread (the
+    /// way a live encoder would), and returns the running command. Its
+    /// stdin closes after the last chunk, which ends the publish.
+    pub fn publish_paced(&self, key: &str, data: &[u8], bytes_per_sec: usize) -> Result<Child> {
+        let mut child = self
+            .cli()
+            .args(["publish", "--key", key, "--format", "bytes", "--segment-duration", "1s", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut stdin = child.stdin.take().context("stdin of shoal publish")?;
+        let data = data.to_vec();
+        let chunk = (bytes_per_sec / 10).max(1);
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            for (i, c) in data.chunks(chunk).enumerate() {
+                let due = start + Duration::from_millis(100 * i as u64);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                if stdin.write_all(c).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(child)
+    }
+
     /// Sum of every sample in `/metrics` whose name starts with `prefix`
     /// and whose labels contain every string in `labels`.
     pub fn metric(&self, prefix: &str, labels: &[&str]) -> Result<f64> {

@@ -2,7 +2,6 @@
 //! CLI and the local API as a user would.
 
 use std::{
-    io::Write,
     process::Stdio,
     time::{Duration, Instant},
 };
@@ -21,32 +20,6 @@ fn generate_key(node: &NodeProc, name: &str) -> Result<String> {
     let out = node.cli().args(["key", "generate", name]).output()?;
     ensure!(out.status.success(), "key generate: {}", String::from_utf8_lossy(&out.stderr));
     Ok(String::from_utf8(out.stdout)?.trim().to_owned())
-}
-
-/// Publishes `data` from `node` at `bytes_per_sec`, in 100 ms chunks.
-fn publish_paced(node: &NodeProc, key: &str, data: &[u8], bytes_per_sec: usize) -> Result<std::process::Child> {
-    let mut child = node
-        .cli()
-        .args(["publish", "--key", key, "--format", "bytes", "--segment-duration", "1s", "-"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let mut stdin = child.stdin.take().context("stdin")?;
-    let data = data.to_vec();
-    let chunk = bytes_per_sec / 10;
-    std::thread::spawn(move || {
-        let start = Instant::now();
-        for (i, c) in data.chunks(chunk).enumerate() {
-            let due = start + Duration::from_millis(100 * i as u64);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-            if stdin.write_all(c).is_err() {
-                return;
-            }
-        }
-    });
-    Ok(child)
 }
 
 fn received_from(node: &NodeProc, peer: &str) -> Result<u64> {
@@ -80,7 +53,7 @@ fn chain_of_four_relays_byte_identical() -> Result<()> {
     // 20 s at 2 Mbit/s of random bytes.
     let mut input = vec![0u8; 20 * 250_000];
     StdRng::seed_from_u64(7).fill_bytes(&mut input);
-    let publish = publish_paced(&a, "main", &input, 250_000)?;
+    let publish = a.publish_paced("main", &input, 250_000)?;
     let out = publish.wait_with_output()?;
     ensure!(out.status.success(), "publish failed: {}", String::from_utf8_lossy(&out.stderr));
     let first_line = String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or("").to_owned();
@@ -162,7 +135,7 @@ fn late_joiner_gets_the_live_edge_fast() -> Result<()> {
     join(&b, &channel)?;
     let mut input = vec![0u8; 12 * 125_000];
     StdRng::seed_from_u64(9).fill_bytes(&mut input);
-    let publish = publish_paced(&a, "main", &input, 125_000)?;
+    let publish = a.publish_paced("main", &input, 125_000)?;
     wait_for(Duration::from_secs(15), "B to hold 3 segments", || {
         b.status().ok().filter(|s| s["counters"]["segments_complete"].as_u64().unwrap_or(0) >= 3)
     })?;

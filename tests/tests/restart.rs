@@ -2,11 +2,7 @@
 //! its seq and hash chain from its store, and the exclusion list changes at
 //! run time through the CLI, the reload command and SIGHUP.
 
-use std::{
-    io::Write,
-    process::Stdio,
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use rand::{RngCore, SeedableRng, rngs::StdRng};
@@ -17,23 +13,7 @@ use shoal_tests::{NodeProc, wait_for};
 fn publish_for(node: &NodeProc, key: &str, secs: u64, seed: u64) -> Result<()> {
     let mut data = vec![0u8; 100_000 * secs as usize];
     StdRng::seed_from_u64(seed).fill_bytes(&mut data);
-    let mut child = node
-        .cli()
-        .args(["publish", "--key", key, "--format", "bytes", "--segment-duration", "1s", "-"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let mut stdin = child.stdin.take().context("stdin")?;
-    let start = Instant::now();
-    for (i, c) in data.chunks(10_000).enumerate() {
-        let due = start + Duration::from_millis(100 * i as u64);
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-        stdin.write_all(c)?;
-    }
-    drop(stdin);
-    let out = child.wait_with_output()?;
+    let out = node.publish_paced(key, &data, 100_000)?.wait_with_output()?;
     ensure!(out.status.success(), "publish failed: {}", String::from_utf8_lossy(&out.stderr));
     Ok(())
 }
