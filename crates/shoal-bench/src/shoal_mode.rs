@@ -142,6 +142,9 @@ impl Mode for ShoalMode {
             // Every asker gets every block at once: the CDN origin.
             cfg.fetch.origin_copies = u32::MAX;
             cfg.fetch.origin_grace_ms = 0;
+            // A CDN origin holds a connection per client: no peer budget.
+            cfg.net.max_peers = BENCH_MAX_CONNECTIONS;
+            cfg.net.target_peers = BENCH_MAX_CONNECTIONS;
         }
         let (node, addr) = self.start(cfg, &key).await?;
         if self.origin_mode {

@@ -261,7 +261,12 @@ fn build_behaviour(
         blocked: allow_block_list::Behaviour::default(),
         identify: identify::Behaviour::new(
             identify::Config::new(IDENTIFY_PROTOCOL_VERSION.into(), key.public())
-                .with_agent_version(format!("shoal/{}", env!("CARGO_PKG_VERSION"))),
+                .with_agent_version(format!("shoal/{}", env!("CARGO_PKG_VERSION")))
+                // No cache of peers' listen addresses for dials by peer id:
+                // it would offer their loopback addresses, which reach our
+                // own listener (event_loop/addrs.rs). The event loop feeds
+                // Kademlia the usable ones; that is where dials look.
+                .with_cache_size(0),
         ),
         ping: ping::Behaviour::new(
             ping::Config::new()

@@ -94,6 +94,18 @@ pub struct NetConfig {
     pub max_pending_connections: u32,
     /// Close a connection with no open streams after this long, seconds.
     pub idle_timeout_secs: u64,
+    /// The peer budget's high watermark: with more peers than this
+    /// connected, the least useful are closed down to `target_peers`
+    /// (`crate::budget`). Gossip mesh members, peers with requests open and
+    /// peers that exchanged blocks with us in the last 10 s are never
+    /// closed. Without it a swarm drifts to a full mesh: gossipsub keeps
+    /// every connection a DHT lookup opens alive.
+    pub max_peers: u32,
+    /// The peer budget's low watermark: trimming stops here.
+    pub target_peers: u32,
+    /// A new connection is not trimmed for this long, seconds: time to join
+    /// a gossip mesh or answer a DHT query.
+    pub peer_grace_secs: u64,
     /// Liveness ping on every connection this often, milliseconds.
     pub ping_interval_ms: u64,
     /// A connection whose ping gets no answer within this long is closed,
@@ -174,6 +186,9 @@ impl Default for NetConfig {
             max_connections_per_peer: 2,
             max_pending_connections: 64,
             idle_timeout_secs: 60,
+            max_peers: 48,
+            target_peers: 32,
+            peer_grace_secs: 10,
             ping_interval_ms: 1_000,
             ping_timeout_ms: 4_000,
             quiet_channel_ms: 4_000,
@@ -256,6 +271,7 @@ impl NetConfig {
             ("inbound_streams_per_sec_per_peer", self.inbound_streams_per_sec_per_peer as usize),
             ("request_timeout_ms", self.request_timeout_ms as usize),
             ("idle_timeout_secs", self.idle_timeout_secs as usize),
+            ("target_peers", self.target_peers as usize),
             ("ping_interval_ms", self.ping_interval_ms as usize),
             ("ping_timeout_ms", self.ping_timeout_ms as usize),
             ("quiet_channel_ms", self.quiet_channel_ms as usize),
@@ -272,6 +288,21 @@ impl NetConfig {
                 format!(
                     "{} is below exchange_requests_per_sec_per_peer ({}): honest requests would be dropped unanswered",
                     self.inbound_streams_per_sec_per_peer, self.exchange_requests_per_sec_per_peer
+                ),
+            );
+        }
+        if self.target_peers > self.max_peers {
+            return bad(
+                "target_peers",
+                format!("{} is above max_peers ({}): trimming would never stop", self.target_peers, self.max_peers),
+            );
+        }
+        if self.max_peers > self.max_connections {
+            return bad(
+                "max_peers",
+                format!(
+                    "{} is above max_connections ({}): the budget would never be reached",
+                    self.max_peers, self.max_connections
                 ),
             );
         }

@@ -3,6 +3,7 @@
 //! [`BlockSource`], and sends [`NetEvent`]s with `try_send` (never waiting
 //! for the consumer).
 
+mod addrs;
 mod gossip;
 mod peers;
 mod serve;
@@ -21,7 +22,10 @@ use libp2p::{
     kad::{self, QueryId},
     multiaddr::Protocol,
     request_response::OutboundRequestId,
-    swarm::SwarmEvent,
+    swarm::{
+        ConnectionId, SwarmEvent,
+        dial_opts::{DialOpts, PeerCondition},
+    },
 };
 use shoal_core::{ChannelId, VerifiedManifest, VerifyPolicy, directory::DIRECTORY_TOPIC, exchange::ExchangeResponse};
 use tokio::sync::{mpsc, oneshot};
@@ -29,6 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{
     BlockSource, NetConfig, NetError, NetEvent, NetMetrics,
     behaviour::{Behaviour, BehaviourEvent},
+    budget::PeerBudget,
     client::Command,
     directory::DirectoryList,
     gate::{DenyList, DenyRule},
@@ -62,6 +67,13 @@ const MAX_QUIET_LOOKUP_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Providers remembered per channel for those redials.
 const MAX_KNOWN_PROVIDERS: usize = 16;
+
+/// A redial of ours to a peer that is still pending after this long no
+/// longer holds back a fresh one: across a partition a dial can wait out
+/// the transport's 10 s timeout. Two maintenance ticks, so at most three
+/// of our dials to one peer overlap; a surplus connection once the link is
+/// back is only refused by the per-peer limit.
+const REDIAL_PENDING_FOR: Duration = Duration::from_secs(4);
 
 /// Peers whose strikes we remember; the map is cleared when full (a peer
 /// that misbehaves gets struck again quickly, an honest one loses nothing).
@@ -137,9 +149,16 @@ pub(crate) struct EventLoop {
     /// the gap after it (doubling to `MAX_QUIET_LOOKUP_INTERVAL`). Removed
     /// when the channel is healthy again; bounded by max_channels.
     quiet_lookups: HashMap<ChannelId, (Instant, Duration)>,
-    /// Providers found per channel (at most `MAX_KNOWN_PROVIDERS`), redialed
-    /// while the channel is quiet.
+    /// Providers per channel (at most `MAX_KNOWN_PROVIDERS`, newest first):
+    /// found by lookups, or peers that forwarded us a valid manifest of it.
+    /// Redialed while the channel is quiet or thin.
     known_providers: HashMap<ChannelId, Vec<PeerId>>,
+    /// Addresses peers were reached at, for redials (`addrs.rs`).
+    addr_book: addrs::AddrBook,
+    /// Our pending redials: connection id and start, per peer. An entry
+    /// leaves when its dial ends or after `REDIAL_PENDING_FOR`, so there is
+    /// at most one per known provider being redialed.
+    redials: HashMap<PeerId, (ConnectionId, Instant)>,
     pending_exchange: HashMap<OutboundRequestId, (PeerId, Reply<ExchangeResponse>)>,
     pending_head: HashMap<OutboundRequestId, (PeerId, ChannelId, Reply<Vec<VerifiedManifest>>)>,
     /// Our open requests per peer (exchange and head), for the outbound cap.
@@ -159,6 +178,8 @@ pub(crate) struct EventLoop {
     refusals: HashMap<PeerId, u32>,
     /// Inbound connections denied by the limits, per peer, toward a strike.
     over_limit: HashMap<PeerId, u32>,
+    /// Connection ages and last uses; trims peers over `max_peers`.
+    budget: PeerBudget<PeerId>,
     /// libp2p's own swarm/kad/identify/ping/gossipsub event metrics.
     p2p_metrics: libp2p::metrics::Metrics,
 }
@@ -200,6 +221,11 @@ impl EventLoop {
             head_rate: KeyedBuckets::new(hr, 4.0 * hr, MAX_RATED_PEERS),
             refusals: HashMap::new(),
             over_limit: HashMap::new(),
+            budget: PeerBudget::new(
+                config.max_peers as usize,
+                config.target_peers as usize,
+                Duration::from_secs(config.peer_grace_secs),
+            ),
             directory: DirectoryList::new(config.directory_max_entries, Duration::from_secs(config.directory_ttl_secs)),
             held: HeldWants::new(config.held_wants_per_peer, config.held_wants_total),
             directory_topic: IdentTopic::new(DIRECTORY_TOPIC).hash(),
@@ -215,6 +241,8 @@ impl EventLoop {
             provider_queries: HashMap::new(),
             quiet_lookups: HashMap::new(),
             known_providers: HashMap::new(),
+            addr_book: addrs::AddrBook::default(),
+            redials: HashMap::new(),
             pending_exchange: HashMap::new(),
             pending_head: HashMap::new(),
             outbound: HashMap::new(),
@@ -352,11 +380,23 @@ impl EventLoop {
                 tracing::info!(%address, "listening");
                 self.emit(NetEvent::Listening { addr: address });
             }
-            SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } if num_established.get() == 1 => {
-                self.metrics.set_peers(self.swarm.connected_peers().count());
-                self.emit(NetEvent::PeerConnected { peer: peer_id });
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
+                self.addr_book.connected(peer_id, &endpoint, Instant::now());
+                self.redials.remove(&peer_id);
+                if num_established.get() == 1 {
+                    self.budget.connected(peer_id, Instant::now());
+                    self.metrics.set_peers(self.swarm.connected_peers().count());
+                    self.emit(NetEvent::PeerConnected { peer: peer_id });
+                }
+            }
+            // Our redial failed: the next maintenance tick may try again.
+            SwarmEvent::OutgoingConnectionError { connection_id, peer_id: Some(peer), .. }
+                if self.redials.get(&peer).is_some_and(|(id, _)| *id == connection_id) =>
+            {
+                self.redials.remove(&peer);
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                self.budget.disconnected(&peer_id);
                 self.metrics.set_peers(self.swarm.connected_peers().count());
                 self.held.peer_gone(&peer_id);
                 self.metrics.held_wants.set(self.held.len() as i64);
@@ -399,12 +439,19 @@ impl EventLoop {
         }
         match event {
             // Feed listen addresses of DHT peers into the routing table, so
-            // peers that dialed us become reachable to others.
-            BehaviourEvent::Identify(libp2p::identify::Event::Received { peer_id, info, .. })
-                if info.protocols.contains(&crate::behaviour::KAD_PROTOCOL) =>
-            {
-                for addr in info.listen_addrs {
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+            // peers that dialed us become reachable to others. Loopback ones
+            // only from a peer on loopback with us: anywhere else they lead
+            // to our own listener (addrs.rs says what that does to a dial).
+            BehaviourEvent::Identify(libp2p::identify::Event::Received { peer_id, info, .. }) => {
+                self.addr_book.identified(peer_id, &info.listen_addrs, Instant::now());
+                if info.protocols.contains(&crate::behaviour::KAD_PROTOCOL) {
+                    let on_loopback = self.addr_book.ip(&peer_id).is_some_and(|ip| ip.is_loopback());
+                    for addr in info.listen_addrs {
+                        let local = addrs::ip_of(&addr).is_some_and(|ip| ip.is_loopback() || ip.is_unspecified());
+                        if on_loopback || !local {
+                            self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                        }
+                    }
                 }
             }
             BehaviourEvent::Kad(ev) => self.on_kad_event(ev),
@@ -474,8 +521,9 @@ impl EventLoop {
         if let Some(q) = self.provider_queries.get_mut(&id) {
             q.dialed += to_dial.len();
         }
+        let now = Instant::now();
         for p in to_dial {
-            let _ = self.swarm.dial(p);
+            self.redial(p, now);
         }
         if (step.last || result.is_err())
             && let Some(q) = self.provider_queries.remove(&id)
@@ -502,6 +550,7 @@ impl EventLoop {
             self.swarm.behaviour_mut().blocked.unblock_peer(p);
         }
         self.directory.expire(now);
+        self.trim_peers(now);
         let routing: usize = self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum();
         if routing < THIN_ROUTING_TABLE && !self.config.bootstrap.is_empty() {
             let _ = self.swarm.behaviour_mut().kad.bootstrap();
@@ -516,19 +565,30 @@ impl EventLoop {
         for ch in healthy {
             self.quiet_lookups.remove(&ch);
         }
+        self.redials.retain(|_, (_, started)| now.duration_since(*started) < REDIAL_PENDING_FOR);
         for (ch, thin_mesh) in thin {
-            // Cheap first: redial the providers we know (no-op when connected).
-            let redial: Vec<PeerId> = self
+            // Cheap first: redial the providers we know that are not
+            // connected, those we have reached before first (most of the
+            // others may sit on networks we cannot reach at all), the rest
+            // in turn, so a fixed few unreachable ones do not take every turn.
+            let mut candidates: Vec<PeerId> = self
                 .known_providers
                 .get(&ch)
                 .into_iter()
                 .flatten()
-                .filter(|p| !self.swarm.is_connected(p))
-                .take(self.config.join_dial_providers)
+                .filter(|p| !self.swarm.is_connected(p) && !self.redials.contains_key(*p))
                 .copied()
                 .collect();
-            for p in redial {
-                let _ = self.swarm.dial(p);
+            candidates.sort_by_key(|p| self.addr_book.addrs(p).is_empty());
+            candidates.truncate(self.config.join_dial_providers);
+            let tried: Vec<PeerId> =
+                candidates.iter().filter(|p| self.addr_book.addrs(p).is_empty()).copied().collect();
+            if let Some(known) = self.known_providers.get_mut(&ch) {
+                known.retain(|p| !tried.contains(p));
+                known.extend(tried);
+            }
+            for p in candidates {
+                self.redial(p, now);
             }
             let (next, gap) = *self.quiet_lookups.entry(ch).or_insert((now, quiet_after));
             // One lookup at a time per channel, but a lookup stuck dialing
@@ -545,6 +605,32 @@ impl EventLoop {
                 self.quiet_lookups.insert(ch, (now + gap, after));
                 self.find_providers(ch);
             }
+        }
+    }
+
+    /// Closes the least useful connections when more than `max_peers` are
+    /// up (crate::budget). Protected: every member of a joined channel's
+    /// gossip mesh, peers we have requests open to, and peers whose wants
+    /// we hold.
+    fn trim_peers(&mut self, now: Instant) {
+        if self.budget.len() <= self.config.max_peers as usize {
+            return;
+        }
+        // Channel meshes only: the directory topic is low-rate and its mesh
+        // re-forms from whoever stays connected at the next heartbeat.
+        let gossip = &self.swarm.behaviour().gossipsub;
+        let mut protected: std::collections::HashSet<PeerId> =
+            self.channels.keys().flat_map(|topic| gossip.mesh_peers(topic)).copied().collect();
+        protected.extend(self.outbound.keys().copied());
+        protected.extend(self.held.peers());
+        let trimmed = self.budget.trim(now, &protected);
+        if trimmed.is_empty() {
+            return;
+        }
+        tracing::debug!(trimmed = trimmed.len(), connected = self.budget.len(), "over the peer budget");
+        self.metrics.peers_trimmed.inc_by(trimmed.len() as u64);
+        for p in trimmed {
+            let _ = self.swarm.disconnect_peer_id(p);
         }
     }
 
@@ -579,6 +665,45 @@ impl EventLoop {
         }
         if let Some(b) = &mut self.serve_total {
             b.charge(bytes as f64, now);
+        }
+    }
+
+    /// Dials a provider that is not connected. With addresses it was
+    /// reached at: those first (the swarm tries 8 at once and the first to
+    /// connect wins), then what the DHT knows in case the peer moved, and
+    /// not held back by another dial still pending on worse addresses
+    /// (`PeerCondition::Disconnected`). Without: by peer id, as before.
+    /// Skipped while our last redial of it is pending and younger than
+    /// `REDIAL_PENDING_FOR`.
+    fn redial(&mut self, peer: PeerId, now: Instant) {
+        if self.redials.get(&peer).is_some_and(|(_, started)| now.duration_since(*started) < REDIAL_PENDING_FOR) {
+            return;
+        }
+        let addrs = self.addr_book.addrs(&peer).to_vec();
+        let opts = if addrs.is_empty() {
+            DialOpts::peer_id(peer).build()
+        } else {
+            DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .extend_addresses_through_behaviour()
+                .condition(PeerCondition::Disconnected)
+                .build()
+        };
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.redials.insert(peer, (id, now));
+            }
+            Err(e) => tracing::debug!(%peer, error = %e, "redial not started"),
+        }
+    }
+
+    /// Puts `peer` first among the providers remembered for `channel`.
+    fn remember_provider(&mut self, channel: ChannelId, peer: PeerId) {
+        let known = self.known_providers.entry(channel).or_default();
+        if !known.contains(&peer) {
+            known.insert(0, peer);
+            known.truncate(MAX_KNOWN_PROVIDERS);
         }
     }
 

@@ -109,6 +109,11 @@ impl<R> HeldWants<R> {
         self.per_peer.get(peer).copied().unwrap_or(0)
     }
 
+    /// Peers with at least one want held.
+    pub(crate) fn peers(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.per_peer.keys().copied()
+    }
+
     /// Holds as many of `wants` as the caps allow; the rest are answered
     /// dont-have (if asked) in `builder`. Returns the reply back when nothing
     /// was held, so the caller sends the response now.

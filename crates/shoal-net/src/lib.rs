@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 
 mod behaviour;
+mod budget;
 mod client;
 mod codec;
 mod config;

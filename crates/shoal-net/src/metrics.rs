@@ -74,6 +74,7 @@ pub struct NetMetrics {
     pub(crate) connections_refused: Counter,
     pub(crate) streams_refused: Counter,
     pub(crate) connections_over_limit: Counter,
+    pub(crate) peers_trimmed: Counter,
     inbound_requests: Family<KindLabels, Counter>,
     events_dropped: Family<KindLabels, Counter>,
 }
@@ -101,6 +102,7 @@ impl NetMetrics {
             connections_refused: Counter::default(),
             streams_refused: Counter::default(),
             connections_over_limit: Counter::default(),
+            peers_trimmed: Counter::default(),
             inbound_requests: Family::default(),
             events_dropped: Family::default(),
         };
@@ -135,6 +137,11 @@ impl NetMetrics {
             "connections_over_limit",
             "Inbound connections denied by the connection limits (total, per peer, pending)",
             m.connections_over_limit.clone(),
+        );
+        r.register(
+            "peers_trimmed",
+            "Peers disconnected by the peer budget (more than max_peers connected)",
+            m.peers_trimmed.clone(),
         );
         r.register("inbound_requests", "Inbound exchange/head requests", m.inbound_requests.clone());
         r.register("events_dropped", "Events dropped because the consumer was slow", m.events_dropped.clone());
@@ -224,6 +231,7 @@ impl NetMetrics {
             connections_refused: self.connections_refused.get(),
             streams_refused: self.streams_refused.get(),
             connections_over_limit: self.connections_over_limit.get(),
+            peers_trimmed: self.peers_trimmed.get(),
             ping_closed: self.ping_closed.get(),
             events_dropped: EVENT_KINDS
                 .iter()
@@ -348,6 +356,8 @@ pub struct MetricsSnapshot {
     pub streams_refused: u64,
     /// Inbound connections denied by the connection limits.
     pub connections_over_limit: u64,
+    /// Peers disconnected by the peer budget.
+    pub peers_trimmed: u64,
     /// Connections closed because a liveness ping went unanswered.
     pub ping_closed: u64,
 }

@@ -10,6 +10,8 @@ mod harness;
 
 #[path = "net/announce.rs"]
 mod announce;
+#[path = "net/budget.rs"]
+mod budget;
 #[path = "net/deny.rs"]
 mod deny;
 #[path = "net/exchange.rs"]

@@ -124,10 +124,13 @@ impl EventLoop {
         };
         self.metrics.add_bytes(NetProtocol::GossipManifest, Direction::In, message.data.len());
         let checked = check_manifest(&message.data, &channel, &self.live_policy, now_ms);
-        if checked.is_ok()
-            && let Some(t) = self.heard.get_mut(&message.topic)
-        {
-            *t = Instant::now();
+        if checked.is_ok() {
+            if let Some(t) = self.heard.get_mut(&message.topic) {
+                *t = Instant::now();
+            }
+            // It carries the channel: a redial after a partition should not
+            // wait for a lookup to finish (up to the query timeout) to know.
+            self.remember_provider(channel, source);
         }
         match checked {
             Ok(manifest) => match self.config.manifest_validation {

@@ -94,6 +94,7 @@ impl EventLoop {
             self.metrics.blocks_served.inc_by(n);
             if bytes > 0 {
                 self.charge_upload(peer, bytes);
+                self.budget.used(&peer, Instant::now());
             }
         }
     }
@@ -144,6 +145,7 @@ impl EventLoop {
                     } else if let Some(block) = self.source.get_block_for(&peer, &w.cid) {
                         // One block may overdraw the buckets; the next waits.
                         self.charge_upload(peer, block.data().len() as u64);
+                        self.budget.used(&peer, now);
                         upload_ok = self.upload_ready(peer, now);
                         builder.push_block(block);
                     } else if w.hold_ms > 0 && self.source.expects(&w.cid) {
@@ -225,6 +227,9 @@ impl EventLoop {
             request_response::Event::Message { peer, message: Message::Response { request_id, response }, .. } => {
                 self.release_slot(&peer);
                 self.metrics.blocks_received.inc_by(response.blocks.len() as u64);
+                if !response.blocks.is_empty() {
+                    self.budget.used(&peer, Instant::now());
+                }
                 if !response.bad_blocks.is_empty() {
                     self.metrics.bad_blocks.inc_by(response.bad_blocks.len() as u64);
                     tracing::warn!(%peer, bad = response.bad_blocks.len(), "peer sent blocks that do not match their CIDs");

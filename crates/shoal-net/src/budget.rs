@@ -1,0 +1,180 @@
+//! The peer budget: which connections to close when a node holds more
+//! than it needs. Sans-IO: the event loop tells it who connected, who was
+//! useful and when, and asks it whom to trim; time is passed in.
+//!
+//! Why shoal needs one: libp2p closes a connection only when every
+//! protocol on it is idle, and gossipsub keeps its per-peer streams open
+//! for as long as the connection lives (rust-libp2p#5190), so every
+//! connection a Kademlia lookup opens to a peer that speaks gossipsub
+//! stays up for good. A swarm drifts towards a full mesh: 200 viewers held
+//! 199 connections each, pinged every second (docs/benchmarks.md). What a
+//! viewer needs is far less: its gossip mesh (≤ 12 per topic), the few
+//! peers it pulls blocks from or serves, and the DHT's short-lived queries.
+//!
+//! Policy (go-libp2p's connection manager is the model: a high and a low
+//! watermark with a grace period): when more than `max_peers` are
+//! connected, close the least useful unprotected peers until `target_peers`
+//! remain. Protected, never trimmed: peers the event loop marks protected
+//! (gossip mesh members, peers with requests open either way), peers
+//! connected less than the grace period ago (a new connection must get the
+//! chance to join a mesh or answer a query), and peers that exchanged
+//! blocks with us within the active window. The rest are closed oldest
+//! activity first, never-useful first of all.
+
+use std::{
+    collections::{HashMap, HashSet},
+    hash::Hash,
+    time::{Duration, Instant},
+};
+
+/// A peer that served us a block, or asked us for one, this recently is in
+/// active use and is not trimmed: 10 s is several segments, so a peer that
+/// feeds us every segment is never between two uses this long.
+pub(crate) const ACTIVE_WINDOW: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy)]
+struct PeerUse {
+    connected: Instant,
+    last_used: Option<Instant>,
+}
+
+/// Connection ages and last uses, one entry per connected peer (so bounded
+/// by the connection limits), and the trimming rule.
+#[derive(Debug)]
+pub(crate) struct PeerBudget<P> {
+    max_peers: usize,
+    target_peers: usize,
+    grace: Duration,
+    peers: HashMap<P, PeerUse>,
+}
+
+impl<P: Copy + Eq + Hash> PeerBudget<P> {
+    /// Trims from above `max_peers` down to `target_peers` (`target_peers
+    /// <= max_peers`, checked by the config).
+    pub(crate) fn new(max_peers: usize, target_peers: usize, grace: Duration) -> Self {
+        Self { max_peers, target_peers: target_peers.min(max_peers), grace, peers: HashMap::new() }
+    }
+
+    /// A first connection to `peer` is up.
+    pub(crate) fn connected(&mut self, peer: P, now: Instant) {
+        self.peers.entry(peer).or_insert(PeerUse { connected: now, last_used: None });
+    }
+
+    /// The last connection to `peer` closed.
+    pub(crate) fn disconnected(&mut self, peer: &P) {
+        self.peers.remove(peer);
+    }
+
+    /// `peer` did useful work for or with us (a block either way).
+    pub(crate) fn used(&mut self, peer: &P, now: Instant) {
+        if let Some(u) = self.peers.get_mut(peer) {
+            u.last_used = Some(now);
+        }
+    }
+
+    /// Peers tracked (connected).
+    pub(crate) fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Whom to disconnect now: empty unless more than `max_peers` are
+    /// connected; otherwise the least useful of those `protected` does not
+    /// name, enough to come down to `target_peers` if that many are
+    /// unprotected.
+    pub(crate) fn trim(&self, now: Instant, protected: &HashSet<P>) -> Vec<P> {
+        if self.peers.len() <= self.max_peers {
+            return Vec::new();
+        }
+        let excess = self.peers.len() - self.target_peers;
+        let mut candidates: Vec<(Option<Instant>, Instant, P)> = self
+            .peers
+            .iter()
+            .filter(|(p, u)| {
+                !protected.contains(p)
+                    && now.saturating_duration_since(u.connected) >= self.grace
+                    && u.last_used.is_none_or(|t| now.saturating_duration_since(t) >= ACTIVE_WINDOW)
+            })
+            .map(|(p, u)| (u.last_used, u.connected, *p))
+            .collect();
+        // Never used sorts first (None < Some), then least recently used,
+        // then the oldest connection (it had the longest chance to be useful).
+        candidates.sort_unstable_by_key(|(used, connected, _)| (*used, *connected));
+        candidates.into_iter().take(excess).map(|(_, _, p)| p).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GRACE: Duration = Duration::from_secs(5);
+
+    fn budget_with(n: u32, at: Instant) -> PeerBudget<u32> {
+        let mut b = PeerBudget::new(6, 4, GRACE);
+        for p in 0..n {
+            b.connected(p, at);
+        }
+        b
+    }
+
+    #[test]
+    fn nothing_is_trimmed_at_or_below_the_high_watermark() {
+        let t0 = Instant::now();
+        let b = budget_with(6, t0);
+        assert!(b.trim(t0 + Duration::from_secs(60), &HashSet::new()).is_empty());
+    }
+
+    #[test]
+    fn above_the_high_watermark_trims_down_to_the_target() {
+        let t0 = Instant::now();
+        let b = budget_with(9, t0);
+        let out = b.trim(t0 + Duration::from_secs(60), &HashSet::new());
+        assert_eq!(out.len(), 5, "9 connected, target 4");
+        assert_eq!(out.iter().collect::<HashSet<_>>().len(), 5, "no peer twice");
+    }
+
+    #[test]
+    fn protected_new_and_active_peers_are_kept_and_the_idlest_go_first() {
+        let t0 = Instant::now();
+        let mut b = budget_with(6, t0);
+        let later = t0 + Duration::from_secs(30);
+        // Peers 6 and 7 are inside their grace period at `later`.
+        b.connected(6, later - Duration::from_secs(1));
+        b.connected(7, later - Duration::from_secs(1));
+        // 0: used long ago; 1: used recently (active); 2: used less long ago
+        // than 0; 3: protected (mesh); 4, 5: never used.
+        b.used(&0, t0 + Duration::from_secs(1));
+        b.used(&1, later - Duration::from_secs(2));
+        b.used(&2, t0 + Duration::from_secs(5));
+        let out = b.trim(later, &HashSet::from([3]));
+        // 8 connected, target 4: four to go, from 0, 2, 4, 5 (never-used
+        // first, then the least recently used).
+        assert_eq!(out.len(), 4);
+        let (first, last) = out.split_at(2);
+        assert_eq!(first.iter().collect::<HashSet<_>>(), HashSet::from([&4, &5]));
+        assert_eq!(last, [0, 2]);
+        for kept in [1, 3, 6, 7] {
+            assert!(!out.contains(&kept), "{kept} must be kept: {out:?}");
+        }
+    }
+
+    #[test]
+    fn when_too_few_are_unprotected_only_those_go() {
+        let t0 = Instant::now();
+        let b = budget_with(9, t0);
+        let out = b.trim(t0 + Duration::from_secs(60), &(0..8).collect());
+        assert_eq!(out, vec![8]);
+    }
+
+    #[test]
+    fn a_disconnected_peer_is_forgotten() {
+        let t0 = Instant::now();
+        let mut b = budget_with(7, t0);
+        b.disconnected(&0);
+        assert_eq!(b.len(), 6);
+        assert!(b.trim(t0 + Duration::from_secs(60), &HashSet::new()).is_empty());
+        // Uses of unknown peers are ignored, not tracked.
+        b.used(&42, t0);
+        assert_eq!(b.len(), 6);
+    }
+}
