@@ -18,13 +18,19 @@
 //! - **The origin is the last resort.** The publisher and providers are
 //!   ranked behind every relay; they are asked only when nobody else is known
 //!   to have or expect the block, or when a deadline is near.
-//! - **Hedges only near the deadline.** A second peer is asked for the
-//!   same block only inside the hedge window before its deadline. The other
+//! - **Hedges near the deadline, or when a request is late.** A second peer
+//!   is asked for the same block inside the hedge window before its
+//!   deadline, or *early*: when an unheld want is still unanswered
+//!   `stall_hedge_after` past its own transfer estimate and a HAVE holder or
+//!   the upstream can take it. The first request is not cancelled. The other
 //!   source of duplicates is the switch of a held want to a HAVE holder after
 //!   `switch_after`, which races an upstream copy already in flight; measured
 //!   as the dominant one in docs/benchmarks.md.
-//! - **Slow and lying peers lose rank.** A request that times out, or a HAVE
-//!   that is not honoured, counts a stall against the peer.
+//! - **Slow and lying peers lose rank.** A request that times out, a late
+//!   request that another peer beats, or a HAVE that is not honoured counts a
+//!   stall against the peer. Within a class, fewer stalls rank first, so one
+//!   stall already puts a peer behind every clean holder; each needed block
+//!   it delivers forgives one stall.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
@@ -68,6 +74,15 @@ pub struct SchedulerConfig {
     /// neighbours (without a hold) only after this long, or near its
     /// deadline; until then HAVEs are awaited.
     pub probe_after: Duration,
+    /// An unheld want still unanswered this long after its transfer estimate
+    /// is late: the block is also asked of a HAVE holder or the upstream (an
+    /// early hedge), without cancelling the first want. A peer that
+    /// announces HAVE and then stalls would otherwise cost every viewer a
+    /// whole request timeout (estimate + `base_timeout`) per stall. 200 ms is
+    /// above a healthy round trip plus the estimate's error (the estimate
+    /// already counts the bytes queued at that peer), so an honest answer
+    /// rarely misses it, and it saves ~300 ms of the 500 ms timeout.
+    pub stall_hedge_after: Duration,
     /// When the best holder already has two requests queued, a block whose
     /// first HAVE is younger than this waits (a tick) for other holders to
     /// announce, so one segment spreads over several peers.
@@ -96,6 +111,7 @@ impl Default for SchedulerConfig {
             refuse_ttl: Duration::from_millis(300),
             switch_after: Duration::from_millis(250),
             probe_after: Duration::from_millis(500),
+            stall_hedge_after: Duration::from_millis(200),
             spread_wait: Duration::from_millis(50),
             download: None,
         }
@@ -146,6 +162,16 @@ struct Request<P> {
     peer: P,
     sent: Instant,
     timeout: Instant,
+    /// When an unheld want counts as late (sent + transfer estimate +
+    /// `stall_hedge_after`); `None` for a held want, which waits for the
+    /// block by design (a HAVE moves it instead, see `switch_after`).
+    late_at: Option<Instant>,
+}
+
+impl<P> Request<P> {
+    fn is_late(&self, now: Instant) -> bool {
+        self.late_at.is_some_and(|t| now >= t)
+    }
 }
 
 #[derive(Debug)]
@@ -187,6 +213,9 @@ pub struct SchedulerStats {
     pub wants_sent: u64,
     /// Wants sent as hedges (a second peer for the same block).
     pub hedges: u64,
+    /// Of `hedges`, those sent early: the first want was late, the deadline
+    /// was not near (see [`SchedulerConfig::stall_hedge_after`]).
+    pub early_hedges: u64,
     /// Blocks that arrived and were needed.
     pub blocks_received: u64,
     /// Bytes of blocks that arrived and were needed.
@@ -212,6 +241,7 @@ impl std::ops::AddAssign for SchedulerStats {
     fn add_assign(&mut self, o: Self) {
         self.wants_sent += o.wants_sent;
         self.hedges += o.hedges;
+        self.early_hedges += o.early_hedges;
         self.blocks_received += o.blocks_received;
         self.payload_bytes += o.payload_bytes;
         self.duplicate_blocks += o.duplicate_blocks;
@@ -401,6 +431,14 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
         self.stats.blocks_received += 1;
         self.stats.payload_bytes += u64::from(b.size);
         if let Some(p) = self.peers.get_mut(peer) {
+            // Stall decay: each needed block forgives one stall, so an honest
+            // peer that once timed out under congestion is back to its place
+            // after one delivery, while a peer that stalls more often than it
+            // delivers keeps ranking behind clean holders (a staller or a
+            // peer sending corrupt bytes never gets here: only verified
+            // blocks do). Decrementing, not resetting, makes each stall cost
+            // one good delivery.
+            p.stalls = p.stalls.saturating_sub(1);
             p.received_bytes += u64::from(b.size);
             if p.origin {
                 self.stats.origin_bytes += u64::from(b.size);
@@ -416,6 +454,11 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
                     // the time, which only makes the estimate conservative.
                     let secs = now.saturating_duration_since(r.sent).as_secs_f64().max(0.001);
                     p.rate_bps = 0.7 * p.rate_bps + 0.3 * (size as f64 / secs);
+                } else if r.is_late(now) {
+                    // Late and beaten by another copy (usually the early
+                    // hedge): a stall, or a staller whose request we cancel
+                    // here would never time out and never lose rank.
+                    p.stalls += 1;
                 }
             }
             if r.peer != *peer {
@@ -509,7 +552,10 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
                 b.holders.retain(|h| *h != r.peer);
                 stalled.push((r.peer, b.size));
             }
-            let hedge = b.requests.len() == 1 && now + self.cfg.hedge_window >= b.deadline;
+            // Near the deadline, or the one request is late: a second peer
+            // may be asked (`dispatch` decides whom, and whether at all).
+            let hedge = matches!(b.requests.as_slice(), [r] if r.is_late(now))
+                || (b.requests.len() == 1 && now + self.cfg.hedge_window >= b.deadline);
             if b.requests.is_empty() || hedge {
                 replan.push((b.deadline, *cid));
             }
@@ -531,7 +577,8 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
     }
 
     /// Moves a want that a peer is only *holding* (it does not have the block
-    /// yet) to a peer that announced HAVE, once it has waited `switch_after`.
+    /// yet) to a clean peer that announced HAVE, once it has waited
+    /// `switch_after`.
     /// The held want is cancelled: at most a want message is wasted.
     fn maybe_switch(&mut self, cid: BlockCid, now: Instant) {
         let Some(b) = self.blocks.get(&cid) else { return };
@@ -539,7 +586,10 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
         if b.holders.contains(&req.peer) || now.saturating_duration_since(req.sent) < self.cfg.switch_after {
             return;
         }
-        let has_holder = b.holders.iter().any(|h| self.rank(h, b, now).is_some_and(|(class, _)| class == 0));
+        // Only to a clean holder: a peer that announces HAVE and stalls
+        // would otherwise take over every held want it sees.
+        let has_holder =
+            b.holders.iter().any(|h| self.rank(h, b, now).is_some_and(|(class, stalls, _)| class == 0 && stalls == 0));
         if !has_holder {
             return;
         }
@@ -602,8 +652,10 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
     /// 1 the segment's upstream (closest to the publisher, even when it is
     /// the publisher: first-hop nodes have no one else); 2 another channel
     /// neighbour (it holds our want until it has the block); 3 a relay that
-    /// stalled too often; 4 an origin. Within a class, least expected finish.
-    fn rank(&self, peer: &P, b: &BlockState<P>, now: Instant) -> Option<(u8, u64)> {
+    /// stalled too often; 4 an origin. Within a class, fewest stalls, then
+    /// least expected finish: after one stall a peer is asked only when no
+    /// clean peer of its class can take the block.
+    fn rank(&self, peer: &P, b: &BlockState<P>, now: Instant) -> Option<(u8, u32, u64)> {
         let p = self.peers.get(peer)?;
         if p.inflight >= self.cfg.max_inflight_per_peer
             || b.refused.get(peer).is_some_and(|t| now.saturating_duration_since(*t) < self.cfg.refuse_ttl)
@@ -633,21 +685,22 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
             return None;
         }
         let finish_us = ((p.queued_bytes + u64::from(b.size)) as f64 / p.rate_bps.max(1.0) * 1e6) as u64;
-        Some((class, finish_us))
+        Some((class, p.stalls, finish_us))
     }
 
-    fn choose(&self, b: &BlockState<P>, now: Instant) -> Option<P> {
+    /// The peer to ask for `b` now, with its rank class.
+    fn choose(&self, b: &BlockState<P>, now: Instant) -> Option<(u8, P)> {
         let near_deadline = now + self.cfg.hedge_window >= b.deadline;
         let best = self.peers.keys().filter_map(|id| self.rank(id, b, now).map(|r| (r, id))).min();
         match best {
             // An origin only when nobody else could take it, even later.
-            Some(((4, _), id)) if !near_deadline => {
+            Some(((4, ..), id)) if !near_deadline => {
                 let relay_busy = self.peers.iter().any(|(pid, ps)| {
                     !ps.origin && !b.refused.contains_key(pid) && ps.inflight >= self.cfg.max_inflight_per_peer
                 });
-                (!relay_busy).then(|| id.clone())
+                (!relay_busy).then(|| (4, id.clone()))
             }
-            Some((_, id)) => Some(id.clone()),
+            Some(((class, ..), id)) => Some((class, id.clone())),
             None if near_deadline => {
                 // Past hope elsewhere: an origin that refused earlier (its
                 // first-copies cap) serves stragglers.
@@ -660,7 +713,7 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
                     })
                     .map(|(id, _)| id)
                     .min()
-                    .cloned()
+                    .map(|id| (4, id.clone()))
             }
             None => None,
         }
@@ -673,17 +726,24 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
             if b.requests.len() >= 2 {
                 continue;
             }
-            let Some(peer) = self.choose(b, now) else {
+            let Some((class, peer)) = self.choose(b, now) else {
                 waiting.push((deadline, cid));
                 continue;
             };
+            let hedge = !b.requests.is_empty();
+            let early = hedge && now + self.cfg.hedge_window < b.deadline;
+            // An early hedge goes only to a HAVE holder or the upstream: a
+            // probe at a plain neighbour or an origin is no better a bet than
+            // the late request. Dropped, not kept waiting: `tick` re-plans it.
+            if early && (class > 1 || !b.requests.iter().any(|r| r.is_late(now))) {
+                continue;
+            }
             let queued = self.peers.get(&peer).map_or(0, |p| p.inflight);
             let young_have = b.first_have.is_some_and(|t| now.saturating_duration_since(t) < self.cfg.spread_wait);
             if queued >= 2 && young_have && now + self.cfg.hedge_window < b.deadline {
                 waiting.push((deadline, cid));
                 continue;
             }
-            let hedge = !b.requests.is_empty();
             let size = u64::from(b.size);
             if let Some(budget) = &self.cfg.download {
                 // Over the node's download cap: wait for credit (a tick).
@@ -706,12 +766,16 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
             p.queued_bytes += size;
             let transfer = Duration::from_secs_f64(p.queued_bytes as f64 / p.rate_bps.max(1.0));
             let timeout = now + hold + transfer + self.cfg.base_timeout;
+            let late_at = hold.is_zero().then(|| now + transfer + self.cfg.stall_hedge_after);
             if let Some(b) = self.blocks.get_mut(&cid) {
-                b.requests.push(Request { peer: peer.clone(), sent: now, timeout });
+                b.requests.push(Request { peer: peer.clone(), sent: now, timeout, late_at });
             }
             self.stats.wants_sent += 1;
             if hedge {
                 self.stats.hedges += 1;
+            }
+            if early {
+                self.stats.early_hedges += 1;
             }
             self.actions.push_back(Action::Want { peer, cid, hold });
         }

@@ -127,8 +127,13 @@ fn slow_peer_is_re_requested_elsewhere_and_loses_rank() {
 #[test]
 fn hedges_only_inside_the_deadline_window() {
     let t0 = Instant::now();
-    // A long request timeout, so only the hedge rule can add a request.
-    let cfg = SchedulerConfig { base_timeout: Duration::from_secs(10), ..SchedulerConfig::default() };
+    // A long request timeout and no early hedge, so only the deadline rule
+    // can add a request.
+    let cfg = SchedulerConfig {
+        base_timeout: Duration::from_secs(10),
+        stall_hedge_after: Duration::from_secs(10),
+        ..SchedulerConfig::default()
+    };
     let mut s = Scheduler::new(cfg); // hedge window 800 ms
     s.peer_connected("a", false);
     s.peer_connected("b", false);
@@ -356,4 +361,223 @@ fn the_download_budget_paces_wants() {
     // 100 kB burst + 3 s × 100 kB/s = 4 blocks, at most one more of debt;
     // without the budget all 8 go out at once.
     assert!((3..=5).contains(&sent), "{sent} wants of 100 kB in 3 s at 100 kB/s");
+}
+
+#[test]
+fn one_stall_ranks_a_holder_after_clean_ones() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    // "a" sorts first, so on a tie it would be chosen.
+    s.peer_connected("a", false);
+    s.peer_connected("c", false);
+    let x = blocks(1, 1)[0];
+    s.add_segment(1, &[x], t0 + Duration::from_secs(30), None, none, t0);
+    s.on_have("a", x.cid, t0);
+    s.on_have("c", x.cid, t0);
+    assert_eq!(wants(&drain(&mut s)), vec![("a", x.cid)]);
+    // "a" stalls: one timeout (estimate 100 ms + 500 ms), then "c" is asked
+    // and delivers, slowly, which leaves it a worse finish estimate than "a".
+    s.tick(t0 + Duration::from_secs(1));
+    assert_eq!(wants(&drain(&mut s)), vec![("c", x.cid)]);
+    s.on_block(&"c", x.cid, t0 + Duration::from_secs(2));
+    drain(&mut s);
+    assert_eq!(s.stats().timeouts, 1);
+    // One stall is below stall_limit (3), so "a" stays in its class, but it
+    // now ranks after the clean peer despite its better estimate. (A block
+    // nobody announced is probed at both, class 2, after probe_after.)
+    let now = t0 + Duration::from_secs(2);
+    let y = blocks(2, 1)[0];
+    s.add_segment(2, &[y], t0 + Duration::from_secs(30), None, none, now);
+    assert!(drain(&mut s).is_empty());
+    s.tick(now + Duration::from_millis(500));
+    assert_eq!(wants(&drain(&mut s)), vec![("c", y.cid)], "the staller ranks after a clean peer");
+}
+
+#[test]
+fn a_delivery_forgives_a_stall() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.peer_connected("a", false);
+    s.peer_connected("c", false);
+    let x = blocks(1, 1)[0];
+    s.add_segment(1, &[x], t0 + Duration::from_secs(30), None, none, t0);
+    s.on_have("a", x.cid, t0);
+    s.on_have("c", x.cid, t0);
+    assert_eq!(wants(&drain(&mut s)), vec![("a", x.cid)]);
+    s.tick(t0 + Duration::from_secs(1));
+    assert_eq!(wants(&drain(&mut s)), vec![("c", x.cid)], "a timed out once");
+    s.on_block(&"c", x.cid, t0 + Duration::from_millis(1100));
+    drain(&mut s);
+    // "a" alone holds the next block and delivers it fast.
+    let now = t0 + Duration::from_secs(2);
+    let y = blocks(2, 1)[0];
+    s.add_segment(2, &[y], t0 + Duration::from_secs(30), None, none, now);
+    s.on_have("a", y.cid, now);
+    assert_eq!(wants(&drain(&mut s)), vec![("a", y.cid)]);
+    s.on_block(&"a", y.cid, now + Duration::from_millis(10));
+    drain(&mut s);
+    // Forgiven: probed at both, the faster "a" is asked again.
+    let z = blocks(3, 1)[0];
+    s.add_segment(3, &[z], t0 + Duration::from_secs(30), None, none, now + Duration::from_millis(100));
+    s.tick(now + Duration::from_millis(600));
+    assert_eq!(wants(&drain(&mut s)), vec![("a", z.cid)], "one delivery cancels one stall");
+}
+
+#[test]
+fn a_held_want_does_not_move_to_a_holder_that_stalled() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    for p in ["up", "bad", "good"] {
+        s.peer_connected(p, false);
+    }
+    // "bad" claims a block and stalls once.
+    let x = blocks(1, 1)[0];
+    s.add_segment(1, &[x], t0 + Duration::from_secs(30), None, none, t0);
+    s.on_have("bad", x.cid, t0);
+    assert_eq!(wants(&drain(&mut s)), vec![("bad", x.cid)]);
+    s.tick(t0 + Duration::from_secs(1));
+    drain(&mut s);
+    assert_eq!(s.stats().timeouts, 1);
+    // The next segment is held at the upstream; "bad" claims it too.
+    let now = t0 + Duration::from_secs(1);
+    let y = blocks(2, 1)[0];
+    s.add_segment(2, &[y], t0 + Duration::from_secs(30), Some("up"), none, now);
+    assert_eq!(wants(&drain(&mut s)), vec![("up", y.cid)]);
+    s.on_have("bad", y.cid, now + Duration::from_millis(10));
+    s.tick(now + Duration::from_millis(300));
+    assert!(drain(&mut s).is_empty(), "the held want stays at the upstream");
+    // A clean holder gets it.
+    s.on_have("good", y.cid, now + Duration::from_millis(310));
+    s.tick(now + Duration::from_millis(350));
+    let a = drain(&mut s);
+    assert!(a.contains(&Action::Cancel { peer: "up", cid: y.cid }), "{a:?}");
+    assert_eq!(wants(&a), vec![("good", y.cid)]);
+}
+
+/// Two HAVE holders, one block with a far deadline, asked of "a" at `t0`.
+fn late_request_setup(cfg: SchedulerConfig, t0: Instant) -> (Scheduler<P>, BlockCid) {
+    let mut s = Scheduler::new(cfg);
+    s.peer_connected("a", false);
+    s.peer_connected("b", false);
+    let x = blocks(1, 1)[0];
+    s.add_segment(1, &[x], t0 + Duration::from_secs(10), None, none, t0);
+    s.on_have("a", x.cid, t0);
+    s.on_have("b", x.cid, t0);
+    let a = drain(&mut s);
+    assert_eq!(wants(&a), vec![("a", x.cid)]);
+    assert!(a.iter().any(|x| matches!(x, Action::Want { hold, .. } if hold.is_zero())), "an unheld want");
+    (s, x.cid)
+}
+
+#[test]
+fn a_late_request_is_hedged_early_without_cancelling_it() {
+    let t0 = Instant::now();
+    let (mut s, cid) = late_request_setup(SchedulerConfig::default(), t0);
+    // Transfer estimate 100 kB at 1 MB/s = 100 ms, + stall_hedge_after 200 ms.
+    for ms in [50, 100, 150, 200, 250, 299] {
+        s.tick(t0 + Duration::from_millis(ms));
+        assert!(drain(&mut s).is_empty(), "{ms} ms: not late yet");
+    }
+    s.tick(t0 + Duration::from_millis(300));
+    let a = drain(&mut s);
+    assert_eq!(a, vec![Action::Want { peer: "b", cid, hold: Duration::ZERO }], "a hedge, no cancel");
+    let st = s.stats();
+    assert_eq!((st.wants_sent, st.hedges, st.early_hedges, st.timeouts), (2, 1, 1, 0));
+    s.tick(t0 + Duration::from_millis(350));
+    assert!(wants(&drain(&mut s)).is_empty(), "never more than two requests per block");
+    // The hedge delivers: the late request is cancelled and counts a stall.
+    s.on_block(&"b", cid, t0 + Duration::from_millis(400));
+    let a = drain(&mut s);
+    assert!(a.contains(&Action::Cancel { peer: "a", cid }), "{a:?}");
+    assert!(a.contains(&Action::SegmentComplete { seq: 1 }));
+    // Equal estimates (b measured 1 MB/s), so "a" would win a probe on its
+    // id, but its stall puts it behind "b".
+    let now = t0 + Duration::from_millis(400);
+    let y = blocks(2, 1)[0];
+    s.add_segment(2, &[y], t0 + Duration::from_secs(10), None, none, now);
+    s.tick(now + Duration::from_millis(500));
+    assert_eq!(wants(&drain(&mut s)), vec![("b", y.cid)]);
+}
+
+#[test]
+fn the_late_request_still_times_out_and_counts_its_stall() {
+    let t0 = Instant::now();
+    let (mut s, cid) = late_request_setup(SchedulerConfig::default(), t0);
+    s.tick(t0 + Duration::from_millis(300));
+    assert_eq!(wants(&drain(&mut s)), vec![("b", cid)]);
+    // Neither answers. "a" times out at 100 + 500 ms; "b" is the only
+    // request left and nobody else can take an early hedge.
+    s.tick(t0 + Duration::from_millis(650));
+    let a = drain(&mut s);
+    assert!(wants(&a).is_empty(), "{a:?}");
+    assert_eq!(s.stats().timeouts, 1);
+    assert_eq!(s.stats().early_hedges, 1);
+    s.on_block(&"b", cid, t0 + Duration::from_millis(700));
+    assert!(drain(&mut s).contains(&Action::SegmentComplete { seq: 1 }));
+}
+
+#[test]
+fn an_answer_within_its_estimate_is_not_hedged() {
+    let t0 = Instant::now();
+    let (mut s, cid) = late_request_setup(SchedulerConfig::default(), t0);
+    for ms in (50..=250).step_by(50) {
+        s.tick(t0 + Duration::from_millis(ms));
+        assert!(drain(&mut s).is_empty());
+    }
+    s.on_block(&"a", cid, t0 + Duration::from_millis(280));
+    let a = drain(&mut s);
+    assert!(a.iter().all(|x| !matches!(x, Action::Cancel { .. } | Action::Want { .. })), "{a:?}");
+    for ms in (300..=1000).step_by(50) {
+        s.tick(t0 + Duration::from_millis(ms));
+        assert!(drain(&mut s).is_empty());
+    }
+    assert_eq!((s.stats().hedges, s.stats().early_hedges, s.stats().wants_sent), (0, 0, 1));
+}
+
+#[test]
+fn an_early_hedge_goes_only_to_a_holder_or_the_upstream() {
+    let t0 = Instant::now();
+    // A long timeout, so only an early hedge can add a request.
+    let cfg = SchedulerConfig { base_timeout: Duration::from_secs(10), ..SchedulerConfig::default() };
+    let mut s = Scheduler::new(cfg);
+    s.peer_connected("a", false);
+    s.peer_connected("c", false);
+    s.peer_connected("publisher", true);
+    let x = blocks(1, 1)[0];
+    s.add_segment(1, &[x], t0 + Duration::from_secs(10), None, none, t0);
+    s.on_have("a", x.cid, t0);
+    assert_eq!(wants(&drain(&mut s)), vec![("a", x.cid)]);
+    // Late from 300 ms, and "c" is probeable from 500 ms, but a plain
+    // neighbour or an origin is no better a bet than the late request.
+    for ms in (300..=1000).step_by(50) {
+        s.tick(t0 + Duration::from_millis(ms));
+        assert!(wants(&drain(&mut s)).is_empty(), "{ms} ms");
+    }
+    // Once "c" announces HAVE, the next tick hedges to it.
+    s.on_have("c", x.cid, t0 + Duration::from_millis(1010));
+    s.tick(t0 + Duration::from_millis(1050));
+    assert_eq!(wants(&drain(&mut s)), vec![("c", x.cid)]);
+    assert_eq!(s.stats().early_hedges, 1);
+}
+
+#[test]
+fn an_early_hedge_waits_for_download_credit() {
+    let t0 = Instant::now();
+    // 100 kB/s with a 100 kB burst, spent on the first want.
+    let budget = std::sync::Arc::new(std::sync::Mutex::new(shoal_net::TokenBucket::new(100_000.0, 100_000.0, t0)));
+    let cfg = SchedulerConfig {
+        download: Some(budget.clone()),
+        base_timeout: Duration::from_secs(10),
+        ..SchedulerConfig::default()
+    };
+    let (mut s, cid) = late_request_setup(cfg, t0);
+    // Another 100 kB of debt (say, another channel): credit is back after 1 s.
+    budget.lock().unwrap().charge(100_000.0, t0);
+    for ms in (300..=1000).step_by(50) {
+        s.tick(t0 + Duration::from_millis(ms));
+        assert!(wants(&drain(&mut s)).is_empty(), "{ms} ms: late, but no credit");
+    }
+    s.tick(t0 + Duration::from_millis(1050));
+    assert_eq!(wants(&drain(&mut s)), vec![("b", cid)]);
+    assert_eq!(s.stats().early_hedges, 1);
 }
