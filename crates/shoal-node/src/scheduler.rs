@@ -162,9 +162,9 @@ struct Request<P> {
     peer: P,
     sent: Instant,
     timeout: Instant,
-    /// When an unheld want counts as late (sent + transfer estimate +
-    /// `stall_hedge_after`); `None` for a held want, which waits for the
-    /// block by design (a HAVE moves it instead, see `switch_after`).
+    /// When the want counts as late (sent + transfer estimate +
+    /// `stall_hedge_after`); `None` for a held want until its peer announces
+    /// HAVE for the block (it waits for the block by design until then).
     late_at: Option<Instant>,
 }
 
@@ -406,6 +406,15 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
         b.first_have.get_or_insert(now);
         if !b.holders.contains(&peer) && b.holders.len() < max {
             b.holders.push(peer.clone());
+        }
+        // A peer holding our want that now says it has the block should
+        // answer at once: from here on the want can be late like an unheld
+        // one (a staller that forwards manifests is some viewers' upstream,
+        // and would otherwise keep the want for the whole hold).
+        let rate = self.peers.get(&peer).map_or(self.cfg.initial_rate_bps, |p| p.rate_bps).max(1.0);
+        let transfer = Duration::from_secs_f64(f64::from(b.size) / rate);
+        for r in b.requests.iter_mut().filter(|r| r.peer == peer && r.late_at.is_none()) {
+            r.late_at = Some(now + transfer + self.cfg.stall_hedge_after);
         }
         self.maybe_switch(cid, now);
         let b = &self.blocks[&cid];
@@ -766,7 +775,9 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
             p.queued_bytes += size;
             let transfer = Duration::from_secs_f64(p.queued_bytes as f64 / p.rate_bps.max(1.0));
             let timeout = now + hold + transfer + self.cfg.base_timeout;
-            let late_at = hold.is_zero().then(|| now + transfer + self.cfg.stall_hedge_after);
+            // A held want is late only once the peer has the block (on_have).
+            let announced = self.blocks.get(&cid).is_some_and(|b| b.holders.contains(&peer));
+            let late_at = (hold.is_zero() || announced).then(|| now + transfer + self.cfg.stall_hedge_after);
             if let Some(b) = self.blocks.get_mut(&cid) {
                 b.requests.push(Request { peer: peer.clone(), sent: now, timeout, late_at });
             }

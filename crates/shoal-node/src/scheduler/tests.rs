@@ -581,3 +581,32 @@ fn an_early_hedge_waits_for_download_credit() {
     assert_eq!(wants(&drain(&mut s)), vec![("b", cid)]);
     assert_eq!(s.stats().early_hedges, 1);
 }
+
+#[test]
+fn a_held_want_is_hedged_once_its_upstream_claims_the_block_and_does_not_send_it() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.peer_connected("up", false);
+    s.peer_connected("b", false);
+    let x = blocks(1, 1)[0];
+    s.add_segment(1, &[x], t0 + Duration::from_secs(10), Some("up"), none, t0);
+    let a = drain(&mut s);
+    assert!(
+        matches!(a.as_slice(), [Action::Want { peer: "up", hold, .. }] if !hold.is_zero()),
+        "held at the upstream: {a:?}"
+    );
+    // Held, no HAVE yet: waiting is the design, however long.
+    s.tick(t0 + Duration::from_millis(400));
+    assert!(drain(&mut s).is_empty());
+    // The upstream says it has the block (and so does "b"), then sends
+    // nothing: 100 kB at 1 MB/s + 200 ms after its HAVE, it is late.
+    let have = t0 + Duration::from_millis(500);
+    s.on_have("up", x.cid, have);
+    s.on_have("b", x.cid, have);
+    assert!(drain(&mut s).is_empty(), "the upstream announced HAVE: no switch yet");
+    s.tick(have + Duration::from_millis(299));
+    assert!(drain(&mut s).is_empty(), "not late yet");
+    s.tick(have + Duration::from_millis(300));
+    assert_eq!(drain(&mut s), vec![Action::Want { peer: "b", cid: x.cid, hold: Duration::ZERO }]);
+    assert_eq!(s.stats().early_hedges, 1);
+}
