@@ -13,7 +13,8 @@
 #      SHOAL_TESTNET_STRICT_RECOVER=1, or the run fails);
 #   5. down -v (always, by the EXIT trap, on success or failure).
 # Prints a summary table and exits non-zero on any miss. Every wait is
-# bounded. Needs root (debootstrap for the base image, once) and jq.
+# bounded. SHOAL_TESTNET_LOGS=DIR keeps every container's whole log there;
+# SHOAL_LOG sets the nodes' log filter (default info,libp2p=warn). Needs root (debootstrap for the base image, once) and jq.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -91,6 +92,14 @@ teardown() {
   if [ "$rc" -ne 0 ] || [ ${#FAILURES[@]} -gt 0 ]; then
     echo "---- last log lines of every container ----"
     timeout 30 "${DC[@]}" logs --no-color --tail 15 2>&1 | tail -n 250
+  fi
+  if [ -n "${SHOAL_TESTNET_LOGS:-}" ]; then
+    # Every container's whole log, one file each, for a run worth reading.
+    mkdir -p "$SHOAL_TESTNET_LOGS"
+    for s in $(timeout 30 "${DC[@]}" ps --services 2>/dev/null); do
+      timeout 30 "${DC[@]}" logs --no-color "$s" >"$SHOAL_TESTNET_LOGS/$s.log" 2>&1
+    done
+    say "container logs in $SHOAL_TESTNET_LOGS"
   fi
   say "down -v"
   timeout 120 "${DC[@]}" down -v --remove-orphans --timeout 5 >/dev/null 2>&1 \

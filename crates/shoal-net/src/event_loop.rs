@@ -5,6 +5,7 @@
 
 mod addrs;
 mod gossip;
+mod liveness;
 mod peers;
 mod serve;
 
@@ -180,6 +181,9 @@ pub(crate) struct EventLoop {
     over_limit: HashMap<PeerId, u32>,
     /// Connection ages and last uses; trims peers over `max_peers`.
     budget: PeerBudget<PeerId>,
+    /// When each connection last answered a ping (or was established);
+    /// one entry per open connection, so bounded by `max_connections`.
+    last_pong: HashMap<ConnectionId, Instant>,
     /// libp2p's own swarm/kad/identify/ping/gossipsub event metrics.
     p2p_metrics: libp2p::metrics::Metrics,
 }
@@ -221,6 +225,7 @@ impl EventLoop {
             head_rate: KeyedBuckets::new(hr, 4.0 * hr, MAX_RATED_PEERS),
             refusals: HashMap::new(),
             over_limit: HashMap::new(),
+            last_pong: HashMap::new(),
             budget: PeerBudget::new(
                 config.max_peers as usize,
                 config.target_peers as usize,
@@ -278,6 +283,8 @@ impl EventLoop {
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut maintenance = tokio::time::interval(MAINTENANCE_INTERVAL);
         maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut liveness = tokio::time::interval(liveness::LIVENESS_CHECK_INTERVAL);
+        liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let done = loop {
             tokio::select! {
                 cmd = self.commands.recv() => match cmd {
@@ -288,6 +295,7 @@ impl EventLoop {
                 ev = self.swarm.select_next_some() => self.on_swarm_event(ev),
                 _ = sweep.tick() => self.expire_held(),
                 _ = maintenance.tick() => self.maintain(),
+                _ = liveness.tick() => self.close_silent(Instant::now()),
             }
         };
         tracing::debug!(peer = %self.swarm.local_peer_id(), "network loop stopping");
@@ -380,7 +388,8 @@ impl EventLoop {
                 tracing::info!(%address, "listening");
                 self.emit(NetEvent::Listening { addr: address });
             }
-            SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, num_established, .. } => {
+                self.heard_from(connection_id, Instant::now());
                 self.addr_book.connected(peer_id, &endpoint, Instant::now());
                 self.redials.remove(&peer_id);
                 if num_established.get() == 1 {
@@ -395,7 +404,11 @@ impl EventLoop {
             {
                 self.redials.remove(&peer);
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+            SwarmEvent::ConnectionClosed { connection_id, num_established, .. } if num_established > 0 => {
+                self.stop_watching(&connection_id);
+            }
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, .. } => {
+                self.stop_watching(&connection_id);
                 self.budget.disconnected(&peer_id);
                 self.metrics.set_peers(self.swarm.connected_peers().count());
                 self.held.peer_gone(&peer_id);
@@ -455,13 +468,23 @@ impl EventLoop {
                 }
             }
             BehaviourEvent::Kad(ev) => self.on_kad_event(ev),
-            // libp2p's ping only reports a failure; close the connection
-            // ourselves, so a silently cut path is dropped in seconds and the
-            // peer can be redialed (a "connected" peer never is).
-            // (A peer without the ping protocol is not dead: leave it be.)
-            BehaviourEvent::Ping(libp2p::ping::Event { peer, connection, result: Err(e) })
-                if !matches!(e, libp2p::ping::Failure::Unsupported) =>
-            {
+            // libp2p's ping only reports a failure, and late (liveness.rs);
+            // close the connection ourselves, so a silently cut path is
+            // dropped in seconds and the peer can be redialed (a "connected"
+            // peer never is). A peer without the ping protocol is not dead:
+            // leave it be.
+            BehaviourEvent::Ping(libp2p::ping::Event { connection, result: Ok(_), .. }) => {
+                self.heard_from(connection, Instant::now());
+            }
+            BehaviourEvent::Ping(libp2p::ping::Event {
+                connection,
+                result: Err(libp2p::ping::Failure::Unsupported),
+                ..
+            }) => {
+                self.stop_watching(&connection);
+            }
+            BehaviourEvent::Ping(libp2p::ping::Event { peer, connection, result: Err(e) }) => {
+                self.stop_watching(&connection);
                 tracing::debug!(%peer, error = %e, "ping failed, closing the connection");
                 self.metrics.ping_closed.inc();
                 self.swarm.close_connection(connection);
