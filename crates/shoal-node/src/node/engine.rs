@@ -33,6 +33,20 @@ pub(crate) const CHAIN_WINDOW: u64 = 300;
 const JOIN_HEAD_MANIFESTS: u32 = 3;
 /// Peers asked for the head when joining.
 const JOIN_HEAD_PEERS: usize = 3;
+/// A gap still open this long after its last head request is asked of
+/// another peer. The peer that forwarded the manifest which opened it is
+/// asked first, but it may be catching up on the same gap itself (it
+/// forwards a manifest as soon as it has checked it, before it holds the
+/// seqs below): after a partition, its answer was the newest manifests it
+/// had *stored*, all older than the gap, and with no second ask the gap
+/// stayed open for good (docker/test.sh: 11 segments never fetched). A head
+/// answer takes a few ms on a live link; 500 ms is 10 ticks, and half a
+/// segment.
+const BACKFILL_RETRY: Duration = Duration::from_millis(500);
+/// Peers asked for one gap in all (the forwarder included) before it is
+/// left open: mesh peers first, so within two asks a carrier of the channel
+/// is reached; each answer is at most `MAX_HEAD_MANIFESTS` small manifests.
+const BACKFILL_PEERS: usize = 4;
 
 /// A segment to publish, cut by the publisher's ingest.
 #[derive(Debug)]
@@ -84,8 +98,18 @@ pub(crate) struct FetchDone {
     result: Result<ExchangeResponse, String>,
 }
 
+/// A gap being backfilled: the peers asked (at most `BACKFILL_PEERS`) and
+/// when to ask the next one if the chain still has holes.
+struct Backfill {
+    asked: Vec<PeerId>,
+    next: Instant,
+}
+
 struct ChannelRt {
     chain: ChainState,
+    /// The open gap's backfill, if any; one per channel (a newer gap
+    /// replaces it; the retries look at every hole, older ones too).
+    backfill: Option<Backfill>,
     sched: Scheduler<PeerId>,
     manifests: BTreeMap<u64, VerifiedManifest>,
     /// Which pending segments reference each wanted block.
@@ -185,6 +209,7 @@ impl Engine {
             }
             ChannelRt {
                 chain,
+                backfill: None,
                 sched,
                 manifests: BTreeMap::new(),
                 block_seq: HashMap::new(),
@@ -312,9 +337,54 @@ impl Engine {
         }
     }
 
-    fn backfill(&self, channel: ChannelId, peer: PeerId, missing: u32) {
+    /// Asks the peer that forwarded a manifest past a gap for the manifests
+    /// below it; `retry_backfills` asks others while holes remain.
+    fn backfill(&mut self, channel: ChannelId, peer: PeerId, missing: u32) {
         let max = missing.min(shoal_core::limits::MAX_HEAD_MANIFESTS - 1) + 1;
         self.request_head(peer, channel, max);
+        if let Some(rt) = self.channels.get_mut(&channel) {
+            rt.backfill = Some(Backfill { asked: vec![peer], next: Instant::now() + BACKFILL_RETRY });
+        }
+    }
+
+    /// For each channel whose last backfill ask is `BACKFILL_RETRY` old and
+    /// that still has holes: asks a peer not asked yet (mesh peers first).
+    /// Gives up after `BACKFILL_PEERS` asks, or when no connected peer is
+    /// left to ask.
+    async fn retry_backfills(&mut self, now: Instant) {
+        let due: Vec<ChannelId> = self
+            .channels
+            .iter()
+            .filter(|(_, rt)| rt.backfill.as_ref().is_some_and(|b| now >= b.next))
+            .map(|(c, _)| *c)
+            .collect();
+        for channel in due {
+            let mesh = self.shared.net.mesh_peers(channel).await.unwrap_or_default();
+            let origin_only = self.origin_only;
+            let Some(rt) = self.channels.get_mut(&channel) else { continue };
+            let (Some(lowest), Some((head, _))) = (rt.chain.holes().first().copied(), rt.chain.head()) else {
+                rt.backfill = None;
+                continue;
+            };
+            let Some(b) = rt.backfill.as_mut() else { continue };
+            let next = mesh
+                .iter()
+                .filter(|p| self.connected.contains(*p))
+                .chain(self.connected.iter())
+                .find(|p| !b.asked.contains(*p) && Self::fetches_from(origin_only, p))
+                .copied();
+            let Some(peer) = next.filter(|_| b.asked.len() < BACKFILL_PEERS) else {
+                tracing::debug!(channel = %channel, lowest, asked = b.asked.len(), "gap left open");
+                rt.backfill = None;
+                continue;
+            };
+            b.asked.push(peer);
+            b.next = now + BACKFILL_RETRY;
+            tracing::debug!(channel = %channel, %peer, lowest, head, "gap still open; asking another peer");
+            // All a head answer may hold: it counts back from the peer's
+            // newest manifest, and the peer may be ahead of us.
+            self.request_head(peer, channel, shoal_core::limits::MAX_HEAD_MANIFESTS);
+        }
     }
 
     async fn on_fetch_done(&mut self, done: FetchDone) {
@@ -456,6 +526,7 @@ impl Engine {
             sum += rt.sched.stats();
         }
         self.shared.metrics.set_scheduler(sum);
+        self.retry_backfills(now).await;
         self.drain_actions().await;
         self.flush_haves().await;
     }
