@@ -433,6 +433,26 @@ impl EventLoop {
         }
     }
 
+    /// The stream guard dropped `streams` inbound streams on `connection`
+    /// since its last report (at most one a second; crate::guard), over a
+    /// guard of `guard_rate` streams a second. Over the guard at all is a
+    /// flood, not an eager peer (the guard is 4x the request rate): one
+    /// strike. A second's drops of a whole guard's worth or more mean the
+    /// peer sent over twice the guard: banned at once, since every second
+    /// it keeps flooding costs every honest peer on this node CPU.
+    fn streams_refused(
+        &mut self,
+        peer: PeerId,
+        connection: libp2p::swarm::ConnectionId,
+        streams: u32,
+        guard_rate: f64,
+    ) {
+        self.metrics.streams_refused.inc_by(u64::from(streams));
+        tracing::debug!(%peer, ?connection, streams, "inbound streams over the guard's rate dropped");
+        let weight = if f64::from(streams) >= guard_rate { self.config.max_strikes } else { 1 };
+        self.strike(peer, crate::Misbehaviour::Flood, weight);
+    }
+
     /// An inbound connection from a known peer denied by the connection
     /// limits: counted, and a flood strike every `CONNECTION_STRIKE_EVERY`.
     fn connection_over_limit(&mut self, peer: PeerId) {
@@ -504,13 +524,13 @@ impl EventLoop {
             }) => self.on_gossip(propagation_source, message_id, message),
             BehaviourEvent::Exchange(GuardedEvent::Inner(ev)) => self.on_exchange_event(ev),
             BehaviourEvent::Head(GuardedEvent::Inner(ev)) => self.on_head_event(ev),
-            BehaviourEvent::Exchange(GuardedEvent::Refused { peer, connection, streams })
-            | BehaviourEvent::Head(GuardedEvent::Refused { peer, connection, streams }) => {
-                // Far over the request rate for a second: a flood, not an
-                // eager peer (crate::guard). One strike per report.
-                self.metrics.streams_refused.inc_by(u64::from(streams));
-                tracing::debug!(%peer, ?connection, streams, "inbound streams over the guard's rate dropped");
-                self.strike(peer, crate::Misbehaviour::Flood, 1);
+            BehaviourEvent::Exchange(GuardedEvent::Refused { peer, connection, streams }) => {
+                let rate = f64::from(self.config.inbound_streams_per_sec_per_peer);
+                self.streams_refused(peer, connection, streams, rate);
+            }
+            BehaviourEvent::Head(GuardedEvent::Refused { peer, connection, streams }) => {
+                let rate = crate::guard::STREAM_GUARD_FACTOR * f64::from(self.config.head_requests_per_sec_per_peer);
+                self.streams_refused(peer, connection, streams, rate);
             }
             _ => {}
         }
