@@ -99,6 +99,17 @@ fn segment_data(seed: u64, seq: u64, len: usize) -> Bytes {
     Bytes::from(v)
 }
 
+/// Advances the bar by one. Without a terminal the bar is hidden, so a
+/// line goes to stderr at every tenth of the way instead: a long run that
+/// is stopped by a timeout still says how far it got.
+fn step(bar: &ProgressBar, what: &str) {
+    bar.inc(1);
+    let (pos, len) = (bar.position(), bar.length().unwrap_or(0));
+    if bar.is_hidden() && len > 0 && (pos == len || pos * 10 / len != (pos - 1) * 10 / len) {
+        eprintln!("{} {pos}/{len} {what} ({:.0} s)", bar.prefix(), bar.elapsed().as_secs_f64());
+    }
+}
+
 /// Runs one mode through the scenario.
 pub(crate) async fn run<M: Mode>(mode: &mut M, s: &Scenario, bar: &ProgressBar) -> Result<RunLog> {
     let mut rng = StdRng::seed_from_u64(s.seed);
@@ -146,14 +157,14 @@ pub(crate) async fn run<M: Mode>(mode: &mut M, s: &Scenario, bar: &ProgressBar) 
         if let Some(r) = running.last() {
             boot.push(r.node.addr());
         }
-        bar.inc(1);
+        step(bar, "nodes started");
     }
     // Everyone else starts from the k bootstrap nodes only.
     let viewer_boot: Vec<Multiaddr> = boot[1..].to_vec();
     let initial = s.viewers() - s.late_viewers();
     for _ in s.bootstrap_nodes..initial {
         start_viewer!(viewer_boot.clone());
-        bar.inc(1);
+        step(bar, "nodes started");
     }
     bar.set_message("warming up");
     tokio::time::sleep(Duration::from_secs(s.warmup_secs)).await;
@@ -182,7 +193,7 @@ pub(crate) async fn run<M: Mode>(mode: &mut M, s: &Scenario, bar: &ProgressBar) 
                 if let Ok(mut v) = published.lock() {
                     v.push(at);
                 }
-                bar.inc(1);
+                step(&bar, "segments published");
             }
         })
     };
