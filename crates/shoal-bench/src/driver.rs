@@ -44,12 +44,14 @@ pub(crate) trait Mode {
     /// The publisher (not a bootstrap node; found through the DHT).
     fn start_publisher(&mut self, key: Keypair) -> impl Future<Output = Result<Self::Node>>;
     /// A viewer that bootstraps from `bootstrap` and records verified
-    /// segments into `verified`.
+    /// segments into `verified`. `upload_kbps` is its link's upload cap,
+    /// which a mode may configure the node with, as its operator would.
     fn start_viewer(
         &mut self,
         key: Keypair,
         bootstrap: Vec<Multiaddr>,
         verified: Verified,
+        upload_kbps: Option<u64>,
     ) -> impl Future<Output = Result<Self::Node>>;
     /// A cloneable publishing function for the publish task.
     fn publisher(&self, node: &Self::Node) -> Arc<dyn Publisher>;
@@ -77,11 +79,15 @@ fn keypair(seed: u64, i: u64) -> Keypair {
     Keypair::ed25519_from_bytes(bytes).unwrap_or_else(|_| unreachable!("32-byte ed25519 secret"))
 }
 
-/// The viewer link for viewer number `i` (slow viewers spread evenly).
-fn viewer_shaper(s: &Scenario, i: usize) -> Arc<Shaper> {
+/// Viewer number `i`'s upload cap (slow viewers spread evenly).
+fn viewer_upload_kbps(s: &Scenario, i: usize) -> Option<u64> {
     let slow = s.slow_share > 0.0 && ((i as f64 + 0.5) * s.slow_share).fract() < s.slow_share;
-    let up = if slow { Some(s.slow_upload_kbps) } else { s.upload_kbps };
-    Shaper::new(Duration::from_millis(s.rtt_ms), up, s.download_kbps)
+    if slow { Some(s.slow_upload_kbps) } else { s.upload_kbps }
+}
+
+/// The viewer link for viewer number `i`.
+fn viewer_shaper(s: &Scenario, i: usize) -> Arc<Shaper> {
+    Shaper::new(Duration::from_millis(s.rtt_ms), viewer_upload_kbps(s, i), s.download_kbps)
 }
 
 /// Segment bytes: xorshift, different for every segment and run seed, so
@@ -141,11 +147,12 @@ pub(crate) async fn run<M: Mode>(mode: &mut M, s: &Scenario, bar: &ProgressBar) 
             let key = new_key();
             let peer = key.public().to_peer_id();
             let shaper = viewer_shaper(s, viewer_no);
+            let upload_kbps = viewer_upload_kbps(s, viewer_no);
             viewer_no += 1;
             shaping::register(peer, shaper.clone());
             let verified: Verified = Arc::new(Mutex::new(Default::default()));
             let joined = Instant::now();
-            let node = mode.start_viewer(key, $bootstrap, verified.clone()).await?;
+            let node = mode.start_viewer(key, $bootstrap, verified.clone(), upload_kbps).await?;
             log.viewers.push(ViewerLog { joined, left: None, verified, upload: 0, payload: 0, duplicate: 0 });
             running.push(Running { node, peer, shaper, log: log.viewers.len() - 1 });
         }};

@@ -245,7 +245,15 @@ impl Mode for PushMode {
         start(key, vec![], &self.scenario, None).await
     }
 
-    async fn start_viewer(&mut self, key: Keypair, bootstrap: Vec<Multiaddr>, verified: Verified) -> Result<PushNode> {
+    async fn start_viewer(
+        &mut self,
+        key: Keypair,
+        bootstrap: Vec<Multiaddr>,
+        verified: Verified,
+        _upload_kbps: Option<u64>,
+    ) -> Result<PushNode> {
+        // gossipsub has no upload cap to configure: its mesh pushes every
+        // message to every mesh peer whatever the line.
         start(key, bootstrap, &self.scenario, Some(verified)).await
     }
 

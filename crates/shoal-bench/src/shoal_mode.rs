@@ -159,8 +159,14 @@ impl Mode for ShoalMode {
         key: Keypair,
         mut bootstrap: Vec<Multiaddr>,
         verified: Verified,
+        upload_kbps: Option<u64>,
     ) -> Result<ShoalNode> {
         let mut cfg = self.config(vec![]);
+        // The operator of a capped line sets `max_upload` to it, so the
+        // node sheds wants past its line instead of queueing them.
+        if let Some(kbps) = upload_kbps {
+            cfg.max_upload = (kbps * 1000 / 8).max(shoal_node::config::MIN_RATE_CAP);
+        }
         if let Some((origin, addr)) = &self.origin {
             cfg.fetch.origin_only = Some(origin.to_string());
             // A CDN client connects to the origin directly.

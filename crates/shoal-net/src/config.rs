@@ -132,7 +132,7 @@ pub struct NetConfig {
     /// of the machine's memory, percent (0 turns the check off).
     pub max_memory_percent: u8,
     /// Bytes per second one peer may pull from us over the exchange
-    /// (token bucket, one second of burst; 0 = no per-peer cap).
+    /// (token bucket, 250 ms of burst; 0 = no per-peer cap).
     pub serve_bytes_per_sec_per_peer: u64,
     /// Exchange requests per second one peer may send us (burst: two
     /// seconds' worth). Requests over it are answered DONT_HAVE at once.

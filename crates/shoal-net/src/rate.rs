@@ -93,11 +93,17 @@ impl<K: Eq + Hash + Copy> KeyedBuckets<K> {
     }
 }
 
-/// The burst a bytes-per-second cap allows: one second's worth, but at least
-/// one maximum-size exchange response, so a single large block can always
-/// be served eventually.
+/// How far ahead of its rate an upload cap lets this node send: 250 ms of
+/// its line. Whatever is sent beyond the line's rate waits in a queue
+/// (the kernel's, the link's) in front of every later block, so a bigger
+/// burst is latency for every viewer behind it; a quarter second is a
+/// small share of a 3 s playback deadline. The bucket may go into debt,
+/// so a block larger than the burst is still served whole.
+const UPLOAD_BURST_SECS: f64 = 0.25;
+
+/// The burst a bytes-per-second cap allows (see [`UPLOAD_BURST_SECS`]).
 pub(crate) fn byte_burst(rate: u64) -> f64 {
-    (rate as f64).max(shoal_core::limits::MAX_EXCHANGE_RESPONSE_BYTES as f64)
+    rate as f64 * UPLOAD_BURST_SECS
 }
 
 #[cfg(test)]

@@ -36,6 +36,17 @@ fn outbound_reason(e: &OutboundFailure) -> String {
     }
 }
 
+/// Turns a response's blocks into DONT_HAVEs: the upload cap is spent, so
+/// the peer should fetch them from someone else now rather than wait in our
+/// queue. Held wants all fire when a fresh block arrives; without this a
+/// popular relay would send a copy to every holder at once, far past its
+/// line, and every one of them would arrive late.
+fn shed_blocks(resp: &mut ExchangeResponse) {
+    for b in resp.blocks.drain(..) {
+        resp.dont_haves.push(b.cid());
+    }
+}
+
 impl EventLoop {
     fn outbound_slot(&mut self, peer: PeerId) -> Result<(), NetError> {
         let limit = self.config.max_outbound_requests_per_peer;
@@ -195,7 +206,12 @@ impl EventLoop {
         let ready = self.held.block_arrived(&block);
         self.metrics.held_wants_answered.inc_by((before - self.held.len()) as u64);
         self.metrics.held_wants.set(self.held.len() as i64);
-        for (p, ch, resp) in ready {
+        let now = Instant::now();
+        for (p, ch, mut resp) in ready {
+            if !resp.blocks.is_empty() && !self.upload_ready(p, now) {
+                shed_blocks(&mut resp);
+                self.metrics.rate_limited.inc();
+            }
             self.respond(p, ch, resp);
         }
     }

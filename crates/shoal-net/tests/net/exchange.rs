@@ -88,6 +88,52 @@ async fn held_want_is_answered_when_the_block_arrives() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_wants_past_the_upload_cap_are_shed_when_the_block_arrives() {
+    // A 64 KiB/s line (burst 16 KiB) and three peers holding a want for the
+    // same 200 KiB block: the first answer spends the line for ~3 s, so the
+    // other two must hear DONT_HAVE at once (and fetch elsewhere), not get
+    // copies queued behind it.
+    let net = TestNet::spawn_with(4, TransportKind::Memory, 0x5EED, |i, c| {
+        if i == 0 {
+            c.max_upload = 64 * 1024;
+        }
+    })
+    .await;
+    let server = &net.nodes[0];
+    let fresh = VerifiedBlock::from_content(vec![7u8; 200 * 1024].into());
+    server.source.expected.lock().unwrap().insert(fresh.cid());
+    let mut waiting = Vec::new();
+    for n in &net.nodes[1..] {
+        n.client.dial(server.addr.clone()).await.unwrap();
+        let (c, sp) = (n.client.clone(), server.peer_id);
+        wait_for("connected to the server", Duration::from_secs(5), || {
+            let c = c.clone();
+            async move { c.status().await.unwrap().connected.contains(&sp) }
+        })
+        .await;
+        let cid = fresh.cid();
+        waiting.push(tokio::spawn(async move { c.want_blocks(sp, &[cid], 5_000).await }));
+    }
+    held_count(server, 3).await;
+    server.source.blocks.lock().unwrap().insert(fresh.cid(), fresh.clone());
+    server.client.block_available(fresh.clone()).await.unwrap();
+    let (mut served, mut shed) = (0, 0);
+    for w in waiting {
+        let r = w.await.unwrap().unwrap();
+        if r.blocks == vec![fresh.clone()] {
+            served += 1;
+        } else {
+            assert!(r.blocks.is_empty(), "a partial answer: {r:?}");
+            assert_eq!(r.dont_haves, vec![fresh.cid()], "a shed want is answered DONT_HAVE");
+            shed += 1;
+        }
+    }
+    assert_eq!((served, shed), (1, 2), "one copy fits the line; the rest are shed");
+    assert_eq!(server.client.metrics().blocks_served, 1);
+    net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_caps_and_expiry_hold() {
     let net = pair(|i, c| {
         if i == 0 {
