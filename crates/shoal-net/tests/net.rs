@@ -18,5 +18,7 @@ mod deny;
 mod exchange;
 #[path = "net/head.rs"]
 mod head;
+#[path = "net/liveness.rs"]
+mod liveness;
 #[path = "net/swarm.rs"]
 mod swarm;
