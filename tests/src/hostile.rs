@@ -13,7 +13,7 @@ use std::{
     collections::{HashMap, HashSet},
     io,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -37,7 +37,7 @@ use shoal_core::{
 };
 use shoal_net::{EXCHANGE_PROTOCOL, HEAD_PROTOCOL};
 use shoal_proto::v1 as pb;
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::{runtime::Runtime, sync::mpsc, task::JoinHandle};
 
 /// What the hostile peer does. Numbers are the attack list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,6 +211,30 @@ fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The runtime every hostile peer of the process runs on: one worker
+/// thread, pinned to the attackers' CPU when the suite set one aside
+/// (`crate::cpu`). Its connection tasks run there too, so however many
+/// hostile peers a test starts, together they take at most one CPU and
+/// never queue ahead of honest tasks on the honest runtime's workers.
+fn attacker_runtime() -> anyhow::Result<&'static Runtime> {
+    static RT: OnceLock<Option<Runtime>> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(1)
+            .thread_name("attacker")
+            .on_thread_start(|| {
+                crate::cpu::pin_attacker_thread();
+            })
+            .enable_all()
+            .build()
+            .map_err(|e| eprintln!("the attackers' runtime did not start: {e}"))
+            .ok()
+    })
+    .as_ref()
+    .ok_or_else(|| anyhow::anyhow!("no attackers' runtime (see stderr)"))
+}
+
 impl Hostile {
     /// Spawns a hostile peer for `channel`. `stolen` is the channel key, for
     /// the equivocation attack only. It does nothing until [`Self::start`].
@@ -270,7 +294,8 @@ impl Hostile {
             pending_eq: Vec::new(),
             ticks: 0,
         };
-        let task = tokio::spawn(state.run(rx));
+        // On the attackers' own runtime thread (see `attacker_runtime`).
+        let task = attacker_runtime()?.spawn(state.run(rx));
         Ok(Self { peer_id, attack, stats, ctl, task })
     }
 

@@ -12,6 +12,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+pub mod cpu;
 pub mod hostile;
 
 /// The `shoal` binary built for this test run (`target/<profile>/shoal`).

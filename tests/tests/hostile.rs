@@ -9,7 +9,11 @@
 //! stored block is compared with the publisher's bytes), and the hostile
 //! peers that commit provable offences disconnected by every honest node.
 //! Timings (time to ban, latency p99 ratio) are printed, not asserted: two
-//! shared cores make them noisy.
+//! shared cores make them noisy. The hostile peers run on one runtime
+//! thread of their own (at most one CPU's worth, never queued ahead of
+//! honest tasks); with 4+ CPUs that thread is pinned to the last CPU and
+//! the honest nodes to the others (`shoal_tests::cpu`), the way an attacker
+//! floods from its own machine.
 
 use std::{collections::HashSet, time::Instant};
 
@@ -41,6 +45,14 @@ fn must_be_banned(a: Attack) -> bool {
 /// the shared invariants. Returns the per-attack rows, for the caller's
 /// attack-specific checks.
 async fn run(label: &str, attacks: &[(Attack, &str)], key_seed: u8) -> Result<(Vec<Row>, Vec<Hostile>, Fixture)> {
+    // Before any node starts, so every honest thread inherits the split.
+    let cpus = match shoal_tests::cpu::isolate_attackers() {
+        Some((honest, attacker)) => format!("honest nodes on {honest} CPU(s), attackers on CPU {attacker}"),
+        None => format!(
+            "attackers on one thread of their own, sharing the CPUs (pinned apart only with {}+ CPUs)",
+            shoal_tests::cpu::MIN_CPUS_TO_ISOLATE
+        ),
+    };
     let mut fx = Fixture::start(VIEWERS, key_seed).await?;
     let channel = fx.key.channel_id();
     let addrs = fx.addrs().await?;
@@ -84,7 +96,7 @@ async fn run(label: &str, attacks: &[(Attack, &str)], key_seed: u8) -> Result<(V
     }
     let out = fx.outcome(BEFORE);
     let checked = fx.check_stores(&forged)?;
-    println!("== {label}: {VIEWERS} honest viewers + publisher, {} hostile", hostiles.len());
+    println!("== {label}: {VIEWERS} honest viewers + publisher, {} hostile; {cpus}", hostiles.len());
     println!(
         "| attack | tries | bad items accepted | time to ban p50 / max (ms) | honest nodes still connected | honest continuity | honest p99 ratio |"
     );

@@ -1,0 +1,71 @@
+//! Keeps the attackers off the honest nodes' CPUs in the attack suite.
+//!
+//! In the wild a hostile peer floods from its own machine: what it costs
+//! the victims is the work their defences do, not the attacker's own work
+//! of building and encrypting its floods. All hostile peers of a test share
+//! one runtime thread (`crate::hostile`), so they never take more than one
+//! CPU's worth; with enough CPUs [`isolate_attackers`] also pins the honest
+//! process to every CPU but the last and [`pin_attacker_thread`] puts the
+//! attackers' thread on the last one, so the baseline and the attack phases
+//! run the honest swarm on the same, attacker-free CPUs.
+
+use std::sync::OnceLock;
+
+use nix::{
+    sched::{CpuSet, sched_getaffinity, sched_setaffinity},
+    unistd::Pid,
+};
+
+/// The CPU the attackers run on, once [`isolate_attackers`] has split them.
+static ATTACKER_CPU: OnceLock<Option<usize>> = OnceLock::new();
+
+/// The CPUs this process may run on now.
+fn allowed_cpus() -> Vec<usize> {
+    let Ok(set) = sched_getaffinity(Pid::from_raw(0)) else { return Vec::new() };
+    (0..CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false)).collect()
+}
+
+/// Fewest CPUs at which the honest nodes give one up to the attackers:
+/// with 2 or 3, one CPU less starves the honest swarm itself (a debug build
+/// of 21 nodes on one core has a baseline p99 of 2–5 s and misses
+/// deadlines), which would measure the box, not the defences.
+pub const MIN_CPUS_TO_ISOLATE: usize = 4;
+
+/// With at least [`MIN_CPUS_TO_ISOLATE`] CPUs, pins every thread of this
+/// process to all allowed CPUs but the last and keeps the last for
+/// [`pin_attacker_thread`]; threads started later inherit the honest set.
+/// Returns `(how many honest CPUs, the attacker CPU)`, or `None` (nothing
+/// pinned: too few CPUs, or the kernel refused). Idempotent: later calls
+/// return the first answer.
+pub fn isolate_attackers() -> Option<(usize, usize)> {
+    let cpu = *ATTACKER_CPU.get_or_init(|| {
+        let cpus = allowed_cpus();
+        if cpus.len() < MIN_CPUS_TO_ISOLATE {
+            return None;
+        }
+        let (&attacker, honest) = cpus.split_last()?;
+        let mut set = CpuSet::new();
+        for &c in honest {
+            set.set(c).ok()?;
+        }
+        // Every thread that exists now (the test runtime's workers among
+        // them); /proc/self/task lists them.
+        let tasks = std::fs::read_dir("/proc/self/task").ok()?;
+        for t in tasks.flatten() {
+            if let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
+                // A thread that exited meanwhile is fine to miss.
+                let _ = sched_setaffinity(Pid::from_raw(tid), &set);
+            }
+        }
+        Some(attacker)
+    });
+    cpu.map(|a| (allowed_cpus().len(), a))
+}
+
+/// Pins the calling thread to the attackers' CPU, if
+/// [`isolate_attackers`] set one aside. Returns whether it did.
+pub fn pin_attacker_thread() -> bool {
+    let Some(Some(cpu)) = ATTACKER_CPU.get() else { return false };
+    let mut set = CpuSet::new();
+    set.set(*cpu).is_ok() && sched_setaffinity(Pid::from_raw(0), &set).is_ok()
+}
