@@ -9,8 +9,9 @@
 #      verifying segments through relay-ab2 / relay-bc2;
 #   4. cut netc off (disconnect both of its bridges, relay-bc2 and boot2),
 #      check its viewers fall behind, reconnect, and check each catches up
-#      to the live edge (goal 5 s, reported; within 30 s, or 5 s with
-#      SHOAL_TESTNET_STRICT_RECOVER=1, or the run fails);
+#      to the live edge within 5 s, or the run fails
+#      (SHOAL_TESTNET_STRICT_RECOVER=0 only reports a miss of 5 s and fails
+#      past 30 s, for a slow or loaded machine);
 #   5. down -v (always, by the EXIT trap, on success or failure).
 # Prints a summary table and exits non-zero on any miss. Every wait is
 # bounded. SHOAL_TESTNET_LOGS=DIR keeps every container's whole log there;
@@ -37,13 +38,13 @@ PARTITION_S="${SHOAL_TESTNET_PARTITION_S:-10}"
 # (one may be in flight when the link goes).
 PARTITION_MAX_ADVANCE=1
 # The goal: each netc viewer reaches the live edge this soon after
-# reconnecting. Measured 0.5-4.4 s in 6 runs since the fixes, but 11.1 s
-# once (a viewer with 3 % loss; docker/README.md), so a miss of the goal is
-# reported loudly and fails the run only with SHOAL_TESTNET_STRICT_RECOVER=1...
+# reconnecting: 0.4-1.5 s in every run since the liveness and backfill
+# fixes (docker/README.md). A miss fails the run; with
+# SHOAL_TESTNET_STRICT_RECOVER=0 it is only reported...
 RECOVER_LIMIT_S=5
-STRICT_RECOVER="${SHOAL_TESTNET_STRICT_RECOVER:-0}"
-# ...while a viewer that has not recovered within this many seconds always
-# fails the run.
+STRICT_RECOVER="${SHOAL_TESTNET_STRICT_RECOVER:-1}"
+# ...and then only a viewer that has not recovered within this many
+# seconds fails the run.
 RECOVER_WATCH_S=30
 # One HTTP call to a node's API.
 CURL=(curl -sf --max-time 2)
@@ -311,7 +312,7 @@ for v in "${NETC_VIEWERS[@]}"; do
     if [ "$STRICT_RECOVER" = 1 ]; then
       fail "$v reached the live edge (seq $edge) ${RECOVER[$v]} s after the reconnect (limit ${RECOVER_LIMIT_S} s)"
     else
-      say "GOAL MISSED (not fatal without SHOAL_TESTNET_STRICT_RECOVER=1): $v reached the live edge ${RECOVER[$v]} s after the reconnect (goal ${RECOVER_LIMIT_S} s)"
+      say "GOAL MISSED (not fatal with SHOAL_TESTNET_STRICT_RECOVER=0): $v reached the live edge ${RECOVER[$v]} s after the reconnect (goal ${RECOVER_LIMIT_S} s)"
     fi
   fi
 done
