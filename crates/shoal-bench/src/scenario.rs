@@ -64,11 +64,15 @@ pub(crate) struct Scenario {
     /// it is also most of an idle node's CPU.
     pub(crate) gossip_heartbeat_ms: u64,
     /// Liveness ping interval on every shoal connection, ms (`[net]
-    /// ping_interval_ms`; the node default is 1000, with a 4 s timeout in
+    /// ping_interval_ms`; the node default is 2500, with a 2.5 s timeout in
     /// production and 20 s in test nets). Every connection pings, so with
     /// hundreds of nodes in one process this is a large share of the idle
     /// CPU (docs/benchmarks.md).
     pub(crate) ping_interval_ms: u64,
+    /// Whether capped viewers run with `max_upload` set to their line, as
+    /// their operators would (the node then sheds wants past it instead of
+    /// queueing them). Off: the node does not know its line.
+    pub(crate) viewers_know_their_upload: bool,
 }
 
 impl Default for Scenario {
@@ -96,7 +100,8 @@ impl Default for Scenario {
             store_cache_mib: None,
             store_write_buffer_mib: None,
             gossip_heartbeat_ms: 1000,
-            ping_interval_ms: 1000,
+            ping_interval_ms: 2500,
+            viewers_know_their_upload: true,
         }
     }
 }

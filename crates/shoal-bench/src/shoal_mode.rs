@@ -164,7 +164,7 @@ impl Mode for ShoalMode {
         let mut cfg = self.config(vec![]);
         // The operator of a capped line sets `max_upload` to it, so the
         // node sheds wants past its line instead of queueing them.
-        if let Some(kbps) = upload_kbps {
+        if let Some(kbps) = upload_kbps.filter(|_| self.scenario.viewers_know_their_upload) {
             cfg.max_upload = (kbps * 1000 / 8).max(shoal_node::config::MIN_RATE_CAP);
         }
         if let Some((origin, addr)) = &self.origin {

@@ -189,8 +189,9 @@ impl Default for NetConfig {
             max_peers: 48,
             target_peers: 32,
             peer_grace_secs: 10,
-            ping_interval_ms: 1_000,
-            ping_timeout_ms: 4_000,
+            // A 5 s liveness window, at 2.5 pings' cost of 1 s pings.
+            ping_interval_ms: 2_500,
+            ping_timeout_ms: 2_500,
             quiet_channel_ms: 4_000,
             directory_max_entries: 1_000,
             directory_ttl_secs: 120,
