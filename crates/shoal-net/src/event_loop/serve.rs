@@ -9,7 +9,7 @@ use libp2p::{
     request_response::{self, InboundFailure, Message, OutboundFailure, ResponseChannel},
 };
 use shoal_core::{
-    ChannelId, VerifiedBlock, VerifiedManifest, VerifyPolicy,
+    BlockCid, ChannelId, VerifiedBlock, VerifiedManifest, VerifyPolicy,
     exchange::{ExchangeRequest, ExchangeResponse, HeadRequest, HeadResponse, WantKind},
     limits::MAX_HEAD_RESPONSE_BYTES,
 };
@@ -36,15 +36,21 @@ fn outbound_reason(e: &OutboundFailure) -> String {
     }
 }
 
-/// Turns a response's blocks into DONT_HAVEs: the upload cap is spent, so
-/// the peer should fetch them from someone else now rather than wait in our
-/// queue. Held wants all fire when a fresh block arrives; without this a
-/// popular relay would send a copy to every holder at once, far past its
-/// line, and every one of them would arrive late.
-fn shed_blocks(resp: &mut ExchangeResponse) {
-    for b in resp.blocks.drain(..) {
-        resp.dont_haves.push(b.cid());
+/// Turns the block that just arrived into a DONT_HAVE in a held response:
+/// the upload cap is spent, so the peer should fetch it from someone else
+/// now rather than wait in our queue. Held wants all fire when a fresh
+/// block arrives; without this a popular relay would send a copy to every
+/// holder at once, far past its line, and every one would arrive late.
+/// Blocks the response already carried were served (and charged) when the
+/// request came in, and stay. Returns whether anything was shed.
+fn shed_block(resp: &mut ExchangeResponse, cid: &BlockCid) -> bool {
+    let before = resp.blocks.len();
+    resp.blocks.retain(|b| b.cid() != *cid);
+    let shed = resp.blocks.len() < before;
+    if shed {
+        resp.dont_haves.push(*cid);
     }
+    shed
 }
 
 impl EventLoop {
@@ -207,9 +213,9 @@ impl EventLoop {
         self.metrics.held_wants_answered.inc_by((before - self.held.len()) as u64);
         self.metrics.held_wants.set(self.held.len() as i64);
         let now = Instant::now();
+        let cid = block.cid();
         for (p, ch, mut resp) in ready {
-            if !resp.blocks.is_empty() && !self.upload_ready(p, now) {
-                shed_blocks(&mut resp);
+            if !self.upload_ready(p, now) && shed_block(&mut resp, &cid) {
                 self.metrics.rate_limited.inc();
             }
             self.respond(p, ch, resp);
