@@ -86,10 +86,15 @@ const MAX_BANNED_PEERS: usize = 1024;
 /// Peers with a rate bucket; quiet peers' full buckets are forgotten first.
 const MAX_RATED_PEERS: usize = 4096;
 
-/// One flood strike per this many requests refused by a rate cap. An honest
-/// peer that brushes the cap loses a request now and then; one that sends
-/// ten times the allowed rate is banned within seconds.
-pub(crate) const FLOOD_STRIKE_EVERY: u32 = 100;
+/// Requests refused by a rate cap count toward a flood strike: one strike
+/// per second's worth of the cap (`exchange_requests_per_sec_per_peer`,
+/// `head_requests_per_sec_per_peer`) refused, but never fewer than this
+/// many. So a peer that sends twice its allowance is struck every second
+/// and banned in about three, whatever the configured rate; an honest peer
+/// that brushes the cap (its burst is two seconds' worth) loses a request
+/// now and then. (A fixed 100 made a node with a 20/s cap take 5 s of a
+/// 2x flood per strike; the hostile suite measured bans at 6-8 s.)
+pub(crate) const FLOOD_STRIKE_MIN: u32 = 10;
 
 /// One flood strike per this many inbound connections from one peer denied
 /// by the connection limits (over `max_connections_per_peer`, usually).
@@ -678,17 +683,18 @@ impl EventLoop {
     }
 
     /// Counts one inbound request against the peer's rate; false if over
-    /// it (and a flood strike every `FLOOD_STRIKE_EVERY` refusals).
+    /// it (and a flood strike per second's worth of the rate refused, at
+    /// least `FLOOD_STRIKE_MIN`).
     pub(crate) fn admit(&mut self, peer: PeerId, kind: RateKind, now: Instant) -> bool {
-        let bucket = match kind {
-            RateKind::Exchange => self.exchange_rate.get(peer, now),
-            RateKind::Head => self.head_rate.get(peer, now),
+        let (bucket, rate) = match kind {
+            RateKind::Exchange => (self.exchange_rate.get(peer, now), self.config.exchange_requests_per_sec_per_peer),
+            RateKind::Head => (self.head_rate.get(peer, now), self.config.head_requests_per_sec_per_peer),
         };
         if bucket.try_take(1.0, now) {
             return true;
         }
         self.metrics.rate_limited.inc();
-        if count_toward_strike(&mut self.refusals, peer, FLOOD_STRIKE_EVERY) {
+        if count_toward_strike(&mut self.refusals, peer, rate.max(FLOOD_STRIKE_MIN)) {
             self.strike(peer, crate::Misbehaviour::Flood, 1);
         }
         false

@@ -132,7 +132,8 @@ async fn a_request_flood_is_refused_then_banned() {
     }
     assert!((40..=45).contains(&served), "served {served} of 60 in {:?} with a 40-request burst", t.elapsed());
     assert_eq!(served + refused, 60);
-    // Keep flooding: every 100 refusals is a strike, 3 strikes a ban.
+    // Keep flooding: every second's worth of the rate refused (20) is a
+    // strike, 3 strikes a ban: the 60th refusal bans it.
     let mut handles = Vec::new();
     for _ in 0..400 {
         let c = flooder.client.clone();
@@ -154,7 +155,11 @@ async fn a_request_flood_is_refused_then_banned() {
         async move { log.lock().unwrap().penalties.iter().any(|p| p.0 == fid && p.1 == Misbehaviour::Flood && p.3) }
     })
     .await;
-    assert!(server.metric_sum("shoal_net_rate_limited", "") >= 300.0);
+    // Banned at the 60th refusal; the up to 30 requests of the batch in
+    // flight then may add a few before the connection closes. (A strike
+    // per fixed 100 refusals would need 300.)
+    let refused = server.metric_sum("shoal_net_rate_limited", "");
+    assert!((60.0..=95.0).contains(&refused), "{refused} requests refused before the ban");
     net.shutdown().await;
 }
 
