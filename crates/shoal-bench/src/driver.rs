@@ -21,12 +21,15 @@ use crate::{
 };
 
 /// What a node hands back when it stops.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct NodeCounters {
     /// Needed payload bytes received.
     pub(crate) payload: u64,
     /// Duplicate payload bytes received.
     pub(crate) duplicate: u64,
+    /// Diagnostic counters (connections, HAVEs, trims…), summed over the
+    /// viewers and printed as a mean per viewer: where the cost goes.
+    pub(crate) diagnostics: Vec<(&'static str, u64)>,
 }
 
 /// One started node of a mode.
@@ -250,6 +253,7 @@ pub(crate) async fn run<M: Mode>(mode: &mut M, s: &Scenario, bar: &ProgressBar) 
     }))
     .await;
     for (i, upload, c) in stopped {
+        log.add_diagnostics(&c.diagnostics);
         let v = &mut log.viewers[i];
         v.upload = upload;
         v.payload = c.payload;
@@ -266,6 +270,7 @@ async fn stop<N: BenchNode>(r: Running<N>, log: &mut RunLog) {
     let upload = r.shaper.sent();
     log.viewers[r.log].left = Some(Instant::now());
     let c = r.node.stop().await;
+    log.add_diagnostics(&c.diagnostics);
     let v = &mut log.viewers[r.log];
     v.upload = upload;
     v.payload = c.payload;

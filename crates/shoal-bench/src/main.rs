@@ -177,6 +177,9 @@ fn child(s: &Scenario, mode: &str, out: &Path) -> Result<()> {
         }
     })?;
     bar.finish_and_clear();
+    if let Some(line) = log.diagnostics_line(mode) {
+        eprintln!("{line}");
+    }
     let mut run = log.summarise(mode, s);
     run.result.wall_s = started.elapsed().as_secs_f64();
     rt.shutdown_timeout(std::time::Duration::from_secs(5));

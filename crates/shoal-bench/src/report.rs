@@ -2,7 +2,7 @@
 //! measures with the exact field names of issue 7, the table and the JSON.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},
     time::Instant,
 };
@@ -43,6 +43,34 @@ pub(crate) struct RunLog {
     pub(crate) publisher_upload: u64,
     /// When the run (stream and drain) ended.
     pub(crate) ended: Option<Instant>,
+    /// Diagnostic counters summed over the viewers that reported them, and
+    /// how many did.
+    pub(crate) diagnostics: BTreeMap<&'static str, u64>,
+    pub(crate) diagnosed: u64,
+}
+
+impl RunLog {
+    /// Adds one stopped viewer's diagnostic counters.
+    pub(crate) fn add_diagnostics(&mut self, counters: &[(&'static str, u64)]) {
+        if counters.is_empty() {
+            return;
+        }
+        self.diagnosed += 1;
+        for (name, v) in counters {
+            *self.diagnostics.entry(name).or_default() += v;
+        }
+    }
+
+    /// One line: each diagnostic counter's mean per viewer, or `None` when
+    /// the mode reports none.
+    pub(crate) fn diagnostics_line(&self, mode: &str) -> Option<String> {
+        (self.diagnosed > 0).then(|| {
+            let n = self.diagnosed as f64;
+            let parts: Vec<String> =
+                self.diagnostics.iter().map(|(k, v)| format!("{k}={:.1}", *v as f64 / n)).collect();
+            format!("{mode}: per viewer (mean of {}): {}", self.diagnosed, parts.join(" "))
+        })
+    }
 }
 
 /// `wire_factor`, split.
@@ -281,6 +309,19 @@ mod tests {
     /// Continuity counts a pair only while the viewer is there, and a late
     /// segment counts as verified but not on time.
     #[test]
+    fn diagnostics_are_a_mean_per_reporting_viewer() {
+        let mut log = RunLog::default();
+        log.add_diagnostics(&[("connections", 10), ("trimmed", 1)]);
+        log.add_diagnostics(&[("connections", 30), ("trimmed", 0)]);
+        // A viewer of a mode without counters does not count.
+        log.add_diagnostics(&[]);
+        assert_eq!(
+            log.diagnostics_line("shoal").as_deref(),
+            Some("shoal: per viewer (mean of 2): connections=20.0 trimmed=0.5")
+        );
+    }
+
+    #[test]
     fn continuity_counts_pairs_in_the_viewers_life() {
         let s = Scenario { segment_ms: 1000, bitrate_kbps: 8, target_latency_ms: 1000, ..Scenario::default() };
         let t0 = Instant::now();
@@ -298,8 +339,10 @@ mod tests {
             }],
             publisher_upload: 3000,
             ended: Some(at(10_000)),
+            ..RunLog::default()
         };
         let r = log.summarise("shoal", &s).result;
+        assert_eq!(log.diagnostics_line("shoal"), None, "no viewer reported counters");
         // Segments 0..=2 are due by 3000 ms (< 3500 left); 3 is not counted.
         assert_eq!(r.pairs, 3);
         assert_eq!(r.unverified_pairs, 1); // seq 2

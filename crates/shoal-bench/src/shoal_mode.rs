@@ -117,9 +117,29 @@ impl BenchNode for ShoalNode {
 
     async fn stop(self) -> NodeCounters {
         let h = self.node.handle();
+        let net = h.net().metrics();
+        let sched = h.metrics().scheduler();
         let c = NodeCounters {
             payload: h.metrics().block_bytes_received.get(),
             duplicate: h.metrics().duplicate_bytes.get(),
+            diagnostics: vec![
+                ("peers_at_end", net.peers),
+                ("connections", net.connections_established),
+                ("trimmed", net.peers_trimmed),
+                ("provides_skipped", net.provides_skipped),
+                ("ping_closed", net.ping_closed),
+                ("haves_sent", net.haves_announced),
+                ("haves_skipped", net.haves_suppressed),
+                ("blocks_served", net.blocks_served),
+                ("held_answered", net.held_wants_answered),
+                ("held_expired", net.held_wants_expired),
+                ("shed_or_capped", net.rate_limited),
+                ("wants_sent", sched.wants_sent),
+                ("hedges", sched.hedges),
+                ("timeouts", sched.timeouts),
+                ("switches", sched.switches),
+                ("given_up", sched.segments_given_up),
+            ],
         };
         tracing::debug!(peer = %h.peer_id(), sched = ?h.metrics().scheduler(), net = ?h.net().metrics(), "node counters");
         if let Some(t) = self.recorder {

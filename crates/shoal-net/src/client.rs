@@ -26,6 +26,7 @@ pub(crate) enum Command {
     Validation { message_id: MessageId, source: PeerId, acceptance: Acceptance },
     Exchange { peer: PeerId, request: ExchangeRequest, reply: Reply<ExchangeResponse> },
     BlockAvailable(VerifiedBlock),
+    Announce { channel: ChannelId, cids: Vec<BlockCid> },
     Head { peer: PeerId, channel: ChannelId, max: u32, reply: Reply<Vec<VerifiedManifest>> },
     Status(oneshot::Sender<NetStatus>),
     MeshPeers(ChannelId, oneshot::Sender<Vec<PeerId>>),
@@ -187,6 +188,18 @@ impl NetClient {
     /// [`crate::NetEvent::PeerHaves`]).
     pub async fn send_haves(&self, peer: PeerId, cids: &[BlockCid]) -> Result<(), NetError> {
         self.exchange(peer, ExchangeRequest { haves: cids.to_vec(), ..Default::default() }).await.map(drop)
+    }
+
+    /// Announces blocks the node now holds (HAVE) to the channel's gossip
+    /// mesh peers, skipping, per peer, the blocks it is known to hold
+    /// already (it announced them, sent them to us, or we sent them to it).
+    /// Fire and forget: the loop sends one request per peer that still
+    /// needs to hear, and nobody waits for the empty responses.
+    pub async fn announce(&self, channel: ChannelId, cids: Vec<BlockCid>) -> Result<(), NetError> {
+        if cids.is_empty() {
+            return Ok(());
+        }
+        self.send(Command::Announce { channel, cids }).await
     }
 
     /// A block the node now holds: held wants for it are answered at once.

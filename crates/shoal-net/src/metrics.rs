@@ -75,6 +75,10 @@ pub struct NetMetrics {
     pub(crate) streams_refused: Counter,
     pub(crate) connections_over_limit: Counter,
     pub(crate) peers_trimmed: Counter,
+    pub(crate) connections_established: Counter,
+    pub(crate) haves_announced: Counter,
+    pub(crate) haves_suppressed: Counter,
+    pub(crate) provides_skipped: Counter,
     inbound_requests: Family<KindLabels, Counter>,
     events_dropped: Family<KindLabels, Counter>,
 }
@@ -103,6 +107,10 @@ impl NetMetrics {
             streams_refused: Counter::default(),
             connections_over_limit: Counter::default(),
             peers_trimmed: Counter::default(),
+            connections_established: Counter::default(),
+            haves_announced: Counter::default(),
+            haves_suppressed: Counter::default(),
+            provides_skipped: Counter::default(),
             inbound_requests: Family::default(),
             events_dropped: Family::default(),
         };
@@ -142,6 +150,22 @@ impl NetMetrics {
             "peers_trimmed",
             "Peers disconnected by the peer budget (more than max_peers connected)",
             m.peers_trimmed.clone(),
+        );
+        r.register(
+            "connections_established",
+            "Connections established (both directions; each costs a handshake)",
+            m.connections_established.clone(),
+        );
+        r.register("haves_announced", "Blocks announced (HAVE) to mesh peers, per peer", m.haves_announced.clone());
+        r.register(
+            "haves_suppressed",
+            "HAVEs not sent because the mesh peer was known to hold the block",
+            m.haves_suppressed.clone(),
+        );
+        r.register(
+            "provides_skipped",
+            "DHT provider announcements skipped because enough others provide the channel",
+            m.provides_skipped.clone(),
         );
         r.register("inbound_requests", "Inbound exchange/head requests", m.inbound_requests.clone());
         r.register("events_dropped", "Events dropped because the consumer was slow", m.events_dropped.clone());
@@ -232,6 +256,10 @@ impl NetMetrics {
             streams_refused: self.streams_refused.get(),
             connections_over_limit: self.connections_over_limit.get(),
             peers_trimmed: self.peers_trimmed.get(),
+            connections_established: self.connections_established.get(),
+            haves_announced: self.haves_announced.get(),
+            haves_suppressed: self.haves_suppressed.get(),
+            provides_skipped: self.provides_skipped.get(),
             ping_closed: self.ping_closed.get(),
             events_dropped: EVENT_KINDS
                 .iter()
@@ -358,6 +386,14 @@ pub struct MetricsSnapshot {
     pub connections_over_limit: u64,
     /// Peers disconnected by the peer budget.
     pub peers_trimmed: u64,
+    /// Connections established, both directions.
+    pub connections_established: u64,
+    /// Blocks announced (HAVE) to mesh peers, counted per peer.
+    pub haves_announced: u64,
+    /// HAVEs skipped because the peer was known to hold the block.
+    pub haves_suppressed: u64,
+    /// DHT provider announcements skipped (enough others provide).
+    pub provides_skipped: u64,
     /// Connections closed because a liveness ping went unanswered.
     pub ping_closed: u64,
 }

@@ -6,6 +6,7 @@ use std::{io, time::Instant};
 
 use libp2p::{
     PeerId,
+    gossipsub::IdentTopic,
     request_response::{self, InboundFailure, Message, OutboundFailure, ResponseChannel},
 };
 use shoal_core::{
@@ -79,7 +80,28 @@ impl EventLoop {
             return;
         }
         let id = self.swarm.behaviour_mut().exchange.inner_mut().send_request(&peer, Inbound::Valid(request));
-        self.pending_exchange.insert(id, (peer, reply));
+        self.pending_exchange.insert(id, (peer, Some(reply)));
+    }
+
+    /// Tells the channel's mesh peers that we hold `cids` (HAVE), except
+    /// the blocks each is known to hold already. One request per peer that
+    /// still needs to hear; a peer at its outbound cap is skipped (it is
+    /// busy with our wants, and a HAVE is a hint, not a promise).
+    pub(super) fn announce(&mut self, channel: ChannelId, cids: &[BlockCid]) {
+        let topic = IdentTopic::new(channel.topic()).hash();
+        let mesh: Vec<PeerId> = self.swarm.behaviour().gossipsub.mesh_peers(&topic).copied().collect();
+        for peer in mesh {
+            let haves: Vec<BlockCid> = cids.iter().filter(|c| !self.known.knows(&peer, c)).copied().collect();
+            let skipped = (cids.len() - haves.len()) as u64;
+            self.metrics.haves_suppressed.inc_by(skipped);
+            if haves.is_empty() || self.outbound_slot(peer).is_err() {
+                continue;
+            }
+            self.metrics.haves_announced.inc_by(haves.len() as u64);
+            let request = ExchangeRequest { haves, ..Default::default() };
+            let id = self.swarm.behaviour_mut().exchange.inner_mut().send_request(&peer, Inbound::Valid(request));
+            self.pending_exchange.insert(id, (peer, None));
+        }
     }
 
     pub(super) fn send_head(
@@ -106,6 +128,7 @@ impl EventLoop {
     fn respond(&mut self, peer: PeerId, channel: ResponseChannel<ExchangeResponse>, response: ExchangeResponse) {
         let n = response.blocks.len() as u64;
         let bytes: u64 = response.blocks.iter().map(|b| b.data().len() as u64).sum();
+        self.known.record(peer, response.blocks.iter().map(VerifiedBlock::cid));
         // Err means the peer gave up (timeout, disconnect): nothing to do.
         if self.swarm.behaviour_mut().exchange.inner_mut().send_response(channel, response).is_ok() {
             self.metrics.blocks_served.inc_by(n);
@@ -137,6 +160,7 @@ impl EventLoop {
             return;
         }
         if !request.haves.is_empty() {
+            self.known.record(peer, request.haves.iter().copied());
             self.emit(NetEvent::PeerHaves { peer, cids: request.haves });
         }
         let mut upload_ok = self.upload_ready(peer, now);
@@ -179,9 +203,11 @@ impl EventLoop {
             }
         }
         if hold.is_empty() {
+            self.known.record(peer, builder.response.blocks.iter().map(VerifiedBlock::cid));
             self.respond_uncharged(channel, builder.response);
             return;
         }
+        self.known.record(peer, builder.response.blocks.iter().map(VerifiedBlock::cid));
         let (outcome, ready) = self.held.hold(peer, channel, builder, hold);
         self.metrics.held_wants_refused.inc_by(outcome.refused as u64);
         self.metrics.held_wants.set(self.held.len() as i64);
@@ -249,6 +275,7 @@ impl EventLoop {
             request_response::Event::Message { peer, message: Message::Response { request_id, response }, .. } => {
                 self.release_slot(&peer);
                 self.metrics.blocks_received.inc_by(response.blocks.len() as u64);
+                self.known.record(peer, response.blocks.iter().map(VerifiedBlock::cid).chain(response.haves.iter().copied()));
                 if !response.blocks.is_empty() {
                     self.budget.used(&peer, Instant::now());
                 }
@@ -257,7 +284,7 @@ impl EventLoop {
                     tracing::warn!(%peer, bad = response.bad_blocks.len(), "peer sent blocks that do not match their CIDs");
                     self.strike(peer, Misbehaviour::BadBlock, response.bad_blocks.len() as u32);
                 }
-                if let Some((_, reply)) = self.pending_exchange.remove(&request_id) {
+                if let Some((_, Some(reply))) = self.pending_exchange.remove(&request_id) {
                     let _ = reply.send(Ok(response));
                 }
             }
@@ -267,7 +294,7 @@ impl EventLoop {
                     self.metrics.malformed_frames.inc();
                     self.strike(peer, Misbehaviour::MalformedFrame, 1);
                 }
-                if let Some((_, reply)) = self.pending_exchange.remove(&request_id) {
+                if let Some((_, Some(reply))) = self.pending_exchange.remove(&request_id) {
                     let reason = outbound_reason(&error);
                     let _ = reply.send(Err(NetError::Request { peer, protocol: "exchange", reason }));
                 }

@@ -347,3 +347,60 @@ async fn corrupted_blocks_and_garbage_get_a_peer_banned() {
     assert!(victim.client.want_blocks(evil, &[cid], 0).await.is_err());
     net.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announcements_skip_blocks_the_mesh_peer_is_known_to_hold() {
+    // Three nodes on one channel's mesh. Node 0 announces four blocks; node 1
+    // must hear only the one it is not known to hold: it announced `theirs`
+    // to node 0, was served `served`, and served `fetched` to node 0. Node 2,
+    // known to hold nothing, hears all four.
+    let net = TestNet::spawn_with(3, TransportKind::Memory, 0xA11, |_, _| {}).await;
+    let key = shoal_core::ChannelKey::from_secret_bytes(&[3; 32]);
+    let ch = key.channel_id();
+    for n in &net.nodes {
+        n.client.join_channel(ch).await.unwrap();
+    }
+    let (a, b, c) = (&net.nodes[0], &net.nodes[1], &net.nodes[2]);
+    for n in [b, c] {
+        n.client.dial(a.addr.clone()).await.unwrap();
+    }
+    let ac = a.client.clone();
+    let (bp, cp) = (b.peer_id, c.peer_id);
+    wait_for("nodes 1 and 2 in node 0's mesh", Duration::from_secs(15), || {
+        let ac = ac.clone();
+        async move {
+            let mesh = ac.mesh_peers(ch).await.unwrap();
+            mesh.contains(&bp) && mesh.contains(&cp)
+        }
+    })
+    .await;
+    let (theirs, served, fetched, fresh) = (block("theirs"), block("served"), block("fetched"), block("fresh"));
+    // Node 1 tells node 0 it has `theirs`.
+    b.client.send_haves(a.peer_id, &[theirs.cid()]).await.unwrap();
+    // Node 0 serves `served` to node 1.
+    a.source.blocks.lock().unwrap().insert(served.cid(), served.clone());
+    let r = b.client.want_blocks(a.peer_id, &[served.cid()], 0).await.unwrap();
+    assert_eq!(r.blocks, vec![served.clone()]);
+    // Node 1 serves `fetched` to node 0.
+    b.source.blocks.lock().unwrap().insert(fetched.cid(), fetched.clone());
+    let r = a.client.want_blocks(b.peer_id, &[fetched.cid()], 0).await.unwrap();
+    assert_eq!(r.blocks, vec![fetched.clone()]);
+
+    let all = vec![theirs.cid(), served.cid(), fetched.cid(), fresh.cid()];
+    a.client.announce(ch, all.clone()).await.unwrap();
+    for (n, want) in [(c, all.clone()), (b, vec![fresh.cid()])] {
+        let (log, from, want) = (n.log.clone(), a.peer_id, want.clone());
+        wait_for("the announcement", Duration::from_secs(5), || {
+            let (log, want) = (log.clone(), want.clone());
+            async move { log.lock().unwrap().haves.iter().any(|(p, cids)| *p == from && *cids == want) }
+        })
+        .await;
+    }
+    // Nothing else reached node 1 from node 0: exactly one HAVE batch.
+    let from_a: Vec<Vec<BlockCid>> =
+        b.log.lock().unwrap().haves.iter().filter(|(p, _)| *p == a.peer_id).map(|(_, c)| c.clone()).collect();
+    assert_eq!(from_a, vec![vec![fresh.cid()]]);
+    let m = a.client.metrics();
+    assert_eq!((m.haves_announced, m.haves_suppressed), (5, 3), "4 to node 2, 1 to node 1; 3 skipped");
+    net.shutdown().await;
+}
