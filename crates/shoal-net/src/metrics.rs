@@ -78,7 +78,7 @@ pub struct NetMetrics {
     pub(crate) connections_established: Counter,
     pub(crate) haves_announced: Counter,
     pub(crate) haves_suppressed: Counter,
-    pub(crate) provides_skipped: Counter,
+    pub(crate) provider_redials: Counter,
     inbound_requests: Family<KindLabels, Counter>,
     events_dropped: Family<KindLabels, Counter>,
 }
@@ -110,7 +110,7 @@ impl NetMetrics {
             connections_established: Counter::default(),
             haves_announced: Counter::default(),
             haves_suppressed: Counter::default(),
-            provides_skipped: Counter::default(),
+            provider_redials: Counter::default(),
             inbound_requests: Family::default(),
             events_dropped: Family::default(),
         };
@@ -162,10 +162,11 @@ impl NetMetrics {
             "HAVEs not sent because the mesh peer was known to hold the block",
             m.haves_suppressed.clone(),
         );
+
         r.register(
-            "provides_skipped",
-            "DHT provider announcements skipped because enough others provide the channel",
-            m.provides_skipped.clone(),
+            "provider_redials",
+            "Dials to channel providers: found by a lookup, or redialed while the channel is quiet or thin",
+            m.provider_redials.clone(),
         );
         r.register("inbound_requests", "Inbound exchange/head requests", m.inbound_requests.clone());
         r.register("events_dropped", "Events dropped because the consumer was slow", m.events_dropped.clone());
@@ -259,7 +260,7 @@ impl NetMetrics {
             connections_established: self.connections_established.get(),
             haves_announced: self.haves_announced.get(),
             haves_suppressed: self.haves_suppressed.get(),
-            provides_skipped: self.provides_skipped.get(),
+            provider_redials: self.provider_redials.get(),
             ping_closed: self.ping_closed.get(),
             events_dropped: EVENT_KINDS
                 .iter()
@@ -392,8 +393,9 @@ pub struct MetricsSnapshot {
     pub haves_announced: u64,
     /// HAVEs skipped because the peer was known to hold the block.
     pub haves_suppressed: u64,
-    /// DHT provider announcements skipped (enough others provide).
-    pub provides_skipped: u64,
+    /// Dials to channel providers (found by a lookup, or redialed while the
+    /// channel is quiet or thin).
+    pub provider_redials: u64,
     /// Connections closed because a liveness ping went unanswered.
     pub ping_closed: u64,
 }

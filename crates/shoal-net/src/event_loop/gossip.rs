@@ -42,9 +42,9 @@ impl EventLoop {
         }
         self.channels.insert(topic.hash(), channel);
         self.heard.insert(topic.hash(), Instant::now());
-        // Look first, provide after: the lookup decides whether our record
-        // would add anything (`decide_provide`).
-        self.provide_checks.insert(channel, Instant::now());
+        if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(provider_key(&channel)) {
+            tracing::warn!(%channel, error = %e, "cannot provide channel in the DHT");
+        }
         self.find_providers(channel);
         tracing::info!(%channel, "joined channel");
         Ok(())
@@ -56,7 +56,6 @@ impl EventLoop {
             return;
         }
         self.heard.remove(&topic.hash());
-        self.provide_checks.remove(&channel);
         self.swarm.behaviour_mut().gossipsub.unsubscribe(&topic);
         self.swarm.behaviour_mut().kad.stop_providing(&provider_key(&channel));
         self.provider_queries.retain(|_, q| q.channel != channel);

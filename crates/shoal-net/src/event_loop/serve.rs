@@ -275,7 +275,8 @@ impl EventLoop {
             request_response::Event::Message { peer, message: Message::Response { request_id, response }, .. } => {
                 self.release_slot(&peer);
                 self.metrics.blocks_received.inc_by(response.blocks.len() as u64);
-                self.known.record(peer, response.blocks.iter().map(VerifiedBlock::cid).chain(response.haves.iter().copied()));
+                self.known
+                    .record(peer, response.blocks.iter().map(VerifiedBlock::cid).chain(response.haves.iter().copied()));
                 if !response.blocks.is_empty() {
                     self.budget.used(&peer, Instant::now());
                 }
