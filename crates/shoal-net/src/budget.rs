@@ -20,6 +20,13 @@
 //! chance to join a mesh or answer a query), and peers that exchanged
 //! blocks with us within the active window. The rest are closed oldest
 //! activity first, never-useful first of all.
+//!
+//! A trimmed peer is remembered for `TRIM_QUARANTINE`, so that the
+//! quiet-channel redials do not dial straight back a provider the budget
+//! just closed: in an idle 100-node bench swarm that loop (trim, redial
+//! two seconds later, trim again after the grace period) made 120 redials
+//! per viewer in two minutes, 38 with the quarantine (docs/benchmarks.md;
+//! most of the ~700 connections per viewer in that run are DHT queries').
 
 use std::{
     collections::{HashMap, HashSet},
@@ -31,6 +38,18 @@ use std::{
 /// active use and is not trimmed: 10 s is several segments, so a peer that
 /// feeds us every segment is never between two uses this long.
 pub(crate) const ACTIVE_WINDOW: Duration = Duration::from_secs(10);
+
+/// How long a peer the budget closed is not redialed for a quiet channel
+/// whose mesh is full: a few of the budget's trim cycles (grace period plus
+/// a maintenance tick, ~12 s), and twice the longest gap between quiet
+/// lookups (30 s), so a channel that stays quiet still looks up providers
+/// in between. A thin mesh redials regardless (event_loop.rs).
+pub(crate) const TRIM_QUARANTINE: Duration = Duration::from_secs(60);
+
+/// Trimmed peers remembered: the default `max_connections` (256) four
+/// times over; when full, the entries past their quarantine go first,
+/// then the oldest.
+pub(crate) const MAX_TRIMMED_REMEMBERED: usize = 1024;
 
 #[derive(Debug, Clone, Copy)]
 struct PeerUse {
@@ -46,13 +65,21 @@ pub(crate) struct PeerBudget<P> {
     target_peers: usize,
     grace: Duration,
     peers: HashMap<P, PeerUse>,
+    /// Peers closed by `trim`, and when (at most `MAX_TRIMMED_REMEMBERED`).
+    trimmed: HashMap<P, Instant>,
 }
 
 impl<P: Copy + Eq + Hash> PeerBudget<P> {
     /// Trims from above `max_peers` down to `target_peers` (`target_peers
     /// <= max_peers`, checked by the config).
     pub(crate) fn new(max_peers: usize, target_peers: usize, grace: Duration) -> Self {
-        Self { max_peers, target_peers: target_peers.min(max_peers), grace, peers: HashMap::new() }
+        Self {
+            max_peers,
+            target_peers: target_peers.min(max_peers),
+            grace,
+            peers: HashMap::new(),
+            trimmed: HashMap::new(),
+        }
     }
 
     /// A first connection to `peer` is up.
@@ -77,14 +104,41 @@ impl<P: Copy + Eq + Hash> PeerBudget<P> {
         self.peers.len()
     }
 
+    /// Whether the budget closed `peer` less than `TRIM_QUARANTINE` ago.
+    pub(crate) fn recently_trimmed(&self, peer: &P, now: Instant) -> bool {
+        self.trimmed.get(peer).is_some_and(|t| now.saturating_duration_since(*t) < TRIM_QUARANTINE)
+    }
+
     /// Whom to disconnect now: empty unless more than `max_peers` are
     /// connected; otherwise the least useful of those `protected` does not
     /// name, enough to come down to `target_peers` if that many are
-    /// unprotected.
-    pub(crate) fn trim(&self, now: Instant, protected: &HashSet<P>) -> Vec<P> {
+    /// unprotected. The caller closes them; they are remembered as
+    /// trimmed (`recently_trimmed`).
+    pub(crate) fn trim(&mut self, now: Instant, protected: &HashSet<P>) -> Vec<P> {
         if self.peers.len() <= self.max_peers {
             return Vec::new();
         }
+        let chosen = self.choose(now, protected);
+        for p in &chosen {
+            self.remember_trimmed(*p, now);
+        }
+        chosen
+    }
+
+    fn remember_trimmed(&mut self, peer: P, now: Instant) {
+        if self.trimmed.len() >= MAX_TRIMMED_REMEMBERED && !self.trimmed.contains_key(&peer) {
+            self.trimmed.retain(|_, t| now.saturating_duration_since(*t) < TRIM_QUARANTINE);
+            if self.trimmed.len() >= MAX_TRIMMED_REMEMBERED {
+                let oldest = self.trimmed.iter().min_by_key(|(_, t)| **t).map(|(p, _)| *p);
+                if let Some(o) = oldest {
+                    self.trimmed.remove(&o);
+                }
+            }
+        }
+        self.trimmed.insert(peer, now);
+    }
+
+    fn choose(&self, now: Instant, protected: &HashSet<P>) -> Vec<P> {
         let excess = self.peers.len() - self.target_peers;
         let mut candidates: Vec<(Option<Instant>, Instant, P)> = self
             .peers
@@ -120,14 +174,14 @@ mod tests {
     #[test]
     fn nothing_is_trimmed_at_or_below_the_high_watermark() {
         let t0 = Instant::now();
-        let b = budget_with(6, t0);
+        let mut b = budget_with(6, t0);
         assert!(b.trim(t0 + Duration::from_secs(60), &HashSet::new()).is_empty());
     }
 
     #[test]
     fn above_the_high_watermark_trims_down_to_the_target() {
         let t0 = Instant::now();
-        let b = budget_with(9, t0);
+        let mut b = budget_with(9, t0);
         let out = b.trim(t0 + Duration::from_secs(60), &HashSet::new());
         assert_eq!(out.len(), 5, "9 connected, target 4");
         assert_eq!(out.iter().collect::<HashSet<_>>().len(), 5, "no peer twice");
@@ -161,7 +215,7 @@ mod tests {
     #[test]
     fn when_too_few_are_unprotected_only_those_go() {
         let t0 = Instant::now();
-        let b = budget_with(9, t0);
+        let mut b = budget_with(9, t0);
         let out = b.trim(t0 + Duration::from_secs(60), &(0..8).collect());
         assert_eq!(out, vec![8]);
     }
@@ -176,5 +230,47 @@ mod tests {
         // Uses of unknown peers are ignored, not tracked.
         b.used(&42, t0);
         assert_eq!(b.len(), 6);
+    }
+
+    #[test]
+    fn trimmed_peers_are_quarantined_for_a_while_and_no_others() {
+        let t0 = Instant::now();
+        let mut b = budget_with(9, t0);
+        let at = t0 + Duration::from_secs(60);
+        let out = b.trim(at, &(0..8).collect());
+        assert_eq!(out, vec![8]);
+        b.disconnected(&8);
+        assert!(b.recently_trimmed(&8, at));
+        assert!(b.recently_trimmed(&8, at + TRIM_QUARANTINE - Duration::from_millis(1)));
+        assert!(!b.recently_trimmed(&8, at + TRIM_QUARANTINE), "quarantine over");
+        for kept in 0..8 {
+            assert!(!b.recently_trimmed(&kept, at), "{kept} was not trimmed");
+        }
+        // Nothing over the high watermark: nothing trimmed, nothing noted.
+        let mut quiet = budget_with(6, t0);
+        assert!(quiet.trim(at, &HashSet::new()).is_empty());
+        assert!((0..6).all(|p| !quiet.recently_trimmed(&p, at)));
+    }
+
+    #[test]
+    fn the_trimmed_record_stays_bounded() {
+        let t0 = Instant::now();
+        let mut b: PeerBudget<u32> = PeerBudget::new(1, 0, Duration::ZERO);
+        let n = MAX_TRIMMED_REMEMBERED as u32 + 10;
+        for p in 0..n {
+            // Each trim closes the one connected peer, all inside one
+            // quarantine, so the oldest records make room.
+            b.connected(p, t0);
+            b.connected(p + n, t0);
+            let at = t0 + Duration::from_millis(u64::from(p));
+            let out = b.trim(at, &HashSet::from([p + n]));
+            assert_eq!(out, vec![p]);
+            b.disconnected(&p);
+            b.disconnected(&(p + n));
+        }
+        assert_eq!(b.trimmed.len(), MAX_TRIMMED_REMEMBERED);
+        let end = t0 + Duration::from_millis(u64::from(n));
+        assert!(b.recently_trimmed(&(n - 1), end), "the newest is kept");
+        assert!(!b.recently_trimmed(&0, end), "the oldest made room");
     }
 }

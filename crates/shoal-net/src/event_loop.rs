@@ -152,6 +152,9 @@ pub(crate) struct EventLoop {
     directory: DirectoryList,
     live_policy: VerifyPolicy,
     provider_queries: HashMap<QueryId, ProviderQuery>,
+    /// The bootstrap this loop started last (at start, or for a thin
+    /// routing table), so a thin table does not stack one per tick.
+    bootstrap_query: Option<QueryId>,
     /// Per quiet or thin channel: when the next DHT lookup may start, and
     /// the gap after it (doubling to `MAX_QUIET_LOOKUP_INTERVAL`). Removed
     /// when the channel is healthy again; bounded by max_channels.
@@ -254,6 +257,7 @@ impl EventLoop {
             heard: HashMap::new(),
             live_policy,
             provider_queries: HashMap::new(),
+            bootstrap_query: None,
             quiet_lookups: HashMap::new(),
             known_providers: HashMap::new(),
             addr_book: addrs::AddrBook::default(),
@@ -283,7 +287,7 @@ impl EventLoop {
             }
         }
         if !self.config.bootstrap.is_empty() {
-            let _ = self.swarm.behaviour_mut().kad.bootstrap();
+            self.bootstrap_query = self.swarm.behaviour_mut().kad.bootstrap().ok();
         }
         Ok(())
     }
@@ -608,8 +612,12 @@ impl EventLoop {
         self.directory.expire(now);
         self.trim_peers(now);
         let routing: usize = self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum();
-        if routing < THIN_ROUTING_TABLE && !self.config.bootstrap.is_empty() {
-            let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        // One bootstrap at a time: each is a lookup per bucket (tens of
+        // requests, dials included), and a table still thin two seconds
+        // after the last one started is usually waiting on that one.
+        let bootstrapping = self.bootstrap_query.is_some_and(|id| self.swarm.behaviour_mut().kad.query(&id).is_some());
+        if routing < THIN_ROUTING_TABLE && !self.config.bootstrap.is_empty() && !bootstrapping {
+            self.bootstrap_query = self.swarm.behaviour_mut().kad.bootstrap().ok();
         }
         let quiet_after = Duration::from_millis(self.config.quiet_channel_ms);
         let (mut thin, mut healthy) = (Vec::new(), Vec::new());
@@ -633,9 +641,10 @@ impl EventLoop {
             // Every tick, full mesh or not: after a partition the mesh can
             // stay full on our side while the publisher is cut off, and the
             // 5 s recovery goal (docker/test.sh) needs the redial sooner
-            // than a backed-off lookup. Measured cheap: 2.2 redials per
-            // viewer in a 60-node bench run.
-            self.redial_providers(ch, now);
+            // than a backed-off lookup. Measured cheap while streaming: 2.2
+            // redials per viewer in a 60-node bench run. Before a stream
+            // starts, the quarantine of trimmed peers keeps it cheap too.
+            self.redial_providers(ch, now, thin_mesh);
             if lookup_due {
                 // Lost mesh peers (a partition, a relay gone): look again at
                 // the quiet_channel_ms pace. A full mesh that is merely quiet
@@ -653,13 +662,20 @@ impl EventLoop {
     /// (most of the others may sit on networks we cannot reach at all),
     /// the rest in turn, so a fixed few unreachable ones do not take every
     /// turn.
-    fn redial_providers(&mut self, ch: ChannelId, now: Instant) {
+    ///
+    /// With a full mesh, providers the peer budget closed in the last
+    /// `TRIM_QUARANTINE` are left alone: we closed them because we had
+    /// enough peers, and dialing them straight back was a loop (trim,
+    /// redial, trim) that kept an idle swarm busy with handshakes
+    /// (crate::budget). A thin mesh redials them too.
+    fn redial_providers(&mut self, ch: ChannelId, now: Instant, thin_mesh: bool) {
         let mut candidates: Vec<PeerId> = self
             .known_providers
             .get(&ch)
             .into_iter()
             .flatten()
             .filter(|p| !self.swarm.is_connected(p) && !self.redials.contains_key(*p))
+            .filter(|p| thin_mesh || !self.budget.recently_trimmed(p, now))
             .copied()
             .collect();
         candidates.sort_by_key(|p| self.addr_book.addrs(p).is_empty());
