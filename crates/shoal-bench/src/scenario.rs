@@ -173,8 +173,8 @@ mod tests {
                 names.push(s.name);
             }
         }
-        // Issue 7's five, plus probes (idle150).
-        for want in ["small", "medium", "large", "churn", "constrained", "idle150"] {
+        // Issue 7's five, plus probes (idle100, idle150).
+        for want in ["small", "medium", "large", "churn", "constrained", "idle100", "idle150"] {
             assert!(names.iter().any(|n| n == want), "config/bench/{want}.toml missing; found {names:?}");
         }
     }
