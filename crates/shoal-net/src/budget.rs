@@ -26,7 +26,7 @@
 //! just closed: in an idle 100-node bench swarm that loop (trim, redial
 //! two seconds later, trim again after the grace period) made 120 redials
 //! per viewer in two minutes, 38 with the quarantine (docs/benchmarks.md;
-//! most of the ~700 connections per viewer in that run are DHT queries').
+//! most of the ~700 connections per viewer in that run come from DHT queries).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -40,10 +40,11 @@ use std::{
 pub(crate) const ACTIVE_WINDOW: Duration = Duration::from_secs(10);
 
 /// How long a peer the budget closed is not redialed for a quiet channel
-/// whose mesh is full: a few of the budget's trim cycles (grace period plus
-/// a maintenance tick, ~12 s), and twice the longest gap between quiet
-/// lookups (30 s), so a channel that stays quiet still looks up providers
-/// in between. A thin mesh redials regardless (event_loop.rs).
+/// whose mesh is full: several of the loop's cycles (the grace period plus
+/// a maintenance tick, ~12 s), yet short enough that a channel quiet for a
+/// minute (a partition on the publisher's side) redials every provider it
+/// knows again. Provider lookups are not held back by it, and a thin mesh
+/// redials regardless (event_loop.rs).
 pub(crate) const TRIM_QUARANTINE: Duration = Duration::from_secs(60);
 
 /// Trimmed peers remembered: the default `max_connections` (256) four
