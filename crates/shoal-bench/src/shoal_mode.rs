@@ -127,6 +127,8 @@ impl BenchNode for ShoalNode {
                 ("connections", net.connections_established),
                 ("trimmed", net.peers_trimmed),
                 ("redials", net.provider_redials),
+                ("dht_bootstraps", net.dht_bootstraps),
+                ("dht_lookups", net.dht_provider_lookups),
                 ("ping_closed", net.ping_closed),
                 ("banned", net.peers_banned),
                 ("haves_sent", net.haves_announced),

@@ -554,6 +554,20 @@ impl EventLoop {
     }
 
     fn on_kad_event(&mut self, event: kad::Event) {
+        // What a node costs the DHT (docs/benchmarks.md, "the join storm").
+        if let kad::Event::OutboundQueryProgressed { result, step, .. } = &event
+            && step.last
+        {
+            match result {
+                kad::QueryResult::Bootstrap(_) => {
+                    self.metrics.dht_bootstraps.inc();
+                }
+                kad::QueryResult::GetProviders(_) => {
+                    self.metrics.dht_provider_lookups.inc();
+                }
+                _ => {}
+            }
+        }
         let kad::Event::OutboundQueryProgressed { id, result: kad::QueryResult::GetProviders(result), step, .. } =
             event
         else {

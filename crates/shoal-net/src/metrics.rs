@@ -79,6 +79,8 @@ pub struct NetMetrics {
     pub(crate) haves_announced: Counter,
     pub(crate) haves_suppressed: Counter,
     pub(crate) provider_redials: Counter,
+    pub(crate) dht_bootstraps: Counter,
+    pub(crate) dht_provider_lookups: Counter,
     inbound_requests: Family<KindLabels, Counter>,
     events_dropped: Family<KindLabels, Counter>,
 }
@@ -111,6 +113,8 @@ impl NetMetrics {
             haves_announced: Counter::default(),
             haves_suppressed: Counter::default(),
             provider_redials: Counter::default(),
+            dht_bootstraps: Counter::default(),
+            dht_provider_lookups: Counter::default(),
             inbound_requests: Family::default(),
             events_dropped: Family::default(),
         };
@@ -167,6 +171,16 @@ impl NetMetrics {
             "provider_redials",
             "Dials to channel providers: found by a lookup, or redialed while the channel is quiet or thin",
             m.provider_redials.clone(),
+        );
+        r.register(
+            "dht_bootstraps",
+            "Kademlia bootstraps finished (ours and Kademlia's automatic ones; each is a lookup per bucket)",
+            m.dht_bootstraps.clone(),
+        );
+        r.register(
+            "dht_provider_lookups",
+            "Kademlia provider lookups finished (joins and quiet or thin channels)",
+            m.dht_provider_lookups.clone(),
         );
         r.register("inbound_requests", "Inbound exchange/head requests", m.inbound_requests.clone());
         r.register("events_dropped", "Events dropped because the consumer was slow", m.events_dropped.clone());
@@ -261,6 +275,8 @@ impl NetMetrics {
             haves_announced: self.haves_announced.get(),
             haves_suppressed: self.haves_suppressed.get(),
             provider_redials: self.provider_redials.get(),
+            dht_bootstraps: self.dht_bootstraps.get(),
+            dht_provider_lookups: self.dht_provider_lookups.get(),
             ping_closed: self.ping_closed.get(),
             events_dropped: EVENT_KINDS
                 .iter()
@@ -396,6 +412,10 @@ pub struct MetricsSnapshot {
     /// Dials to channel providers (found by a lookup, or redialed while the
     /// channel is quiet or thin).
     pub provider_redials: u64,
+    /// Kademlia bootstraps finished, automatic ones included.
+    pub dht_bootstraps: u64,
+    /// Kademlia provider lookups finished.
+    pub dht_provider_lookups: u64,
     /// Connections closed because a liveness ping went unanswered.
     pub ping_closed: u64,
 }

@@ -60,6 +60,12 @@ async fn thirty_nodes_discover_propagate_and_stop_forgeries() {
         })
         .await;
     }
+    // Each of those finished a provider lookup, and the DHT counter says
+    // so (the bench reads it to tell what a join costs the DHT).
+    for (i, n) in net.nodes.iter().enumerate().filter(|(i, _)| *i != publisher) {
+        let lookups = n.client.metrics().dht_provider_lookups;
+        assert!(lookups >= 1, "node {i} found providers but counted {lookups} finished lookups");
+    }
     for (i, n) in net.nodes.iter().enumerate() {
         let c = n.client.clone();
         wait_for(&format!("node {i} gossip mesh"), Duration::from_secs(20), || {
