@@ -29,6 +29,15 @@ pub enum ManifestValidation {
     Network,
 }
 
+/// A provider lookup that finds this many carriers of a channel ends
+/// there, and the node does not announce itself as one (docs/protocol.md
+/// §5.3): a joiner dials `join_dial_providers` of them and the gossip mesh
+/// does the rest. Below the 20 providers Kademlia stores per key, leaving
+/// room for carriers that have left but whose records live on until
+/// `provider_ttl_secs`; a node whose later lookup (for a quiet or thin
+/// channel) finds fewer announces itself then.
+pub const ENOUGH_PROVIDERS: usize = 12;
+
 /// Configuration of the network layer. `Default` is a production node:
 /// TCP and QUIC on all interfaces, mDNS on, Kademlia in automatic mode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,10 +7,11 @@ mod addrs;
 mod gossip;
 mod liveness;
 mod peers;
+mod providers;
 mod serve;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -66,9 +67,6 @@ const THIN_MESH: usize = 2;
 /// redialed every maintenance tick, which is what brings a partitioned
 /// viewer back in seconds (a dial to a connected peer is a no-op).
 const MAX_QUIET_LOOKUP_INTERVAL: Duration = Duration::from_secs(30);
-
-/// Providers remembered per channel for those redials.
-const MAX_KNOWN_PROVIDERS: usize = 16;
 
 /// A redial of ours to a peer that is still pending after this long no
 /// longer holds back a fresh one: across a partition a dial can wait out
@@ -128,14 +126,6 @@ pub(crate) enum RateKind {
 
 type Reply<T> = oneshot::Sender<Result<T, NetError>>;
 
-/// A provider lookup in flight for a joined channel.
-struct ProviderQuery {
-    channel: ChannelId,
-    found: Vec<PeerId>,
-    dialed: usize,
-    started: Instant,
-}
-
 pub(crate) struct EventLoop {
     swarm: Swarm<Behaviour>,
     config: NetConfig,
@@ -151,7 +141,11 @@ pub(crate) struct EventLoop {
     directory_topic: TopicHash,
     directory: DirectoryList,
     live_policy: VerifyPolicy,
-    provider_queries: HashMap<QueryId, ProviderQuery>,
+    provider_queries: HashMap<QueryId, providers::ProviderQuery>,
+    /// Joined channels this node announces in the DHT (bounded by
+    /// max_channels): only those whose lookup found few carriers
+    /// (`providers.rs`).
+    providing: HashSet<ChannelId>,
     /// The bootstrap this loop started last (at start, or for a thin
     /// routing table), so a thin table does not stack one per tick.
     bootstrap_query: Option<QueryId>,
@@ -257,6 +251,7 @@ impl EventLoop {
             heard: HashMap::new(),
             live_policy,
             provider_queries: HashMap::new(),
+            providing: HashSet::new(),
             bootstrap_query: None,
             quiet_lookups: HashMap::new(),
             known_providers: HashMap::new(),
@@ -568,49 +563,11 @@ impl EventLoop {
                 _ => {}
             }
         }
-        let kad::Event::OutboundQueryProgressed { id, result: kad::QueryResult::GetProviders(result), step, .. } =
-            event
-        else {
-            return;
-        };
-        let local = *self.swarm.local_peer_id();
-        let Some(q) = self.provider_queries.get_mut(&id) else { return };
-        if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = &result {
-            for p in providers {
-                if *p != local && !q.found.contains(p) {
-                    q.found.push(*p);
-                }
-            }
-        }
-        // Dial providers as they are found rather than at the end: joining
-        // a live channel should not wait for the whole lookup.
-        let budget = self.config.join_dial_providers;
-        let to_dial: Vec<PeerId> = q
-            .found
-            .iter()
-            .filter(|p| !self.swarm.is_connected(p))
-            .take(budget.saturating_sub(q.dialed))
-            .copied()
-            .collect();
-        if let Some(q) = self.provider_queries.get_mut(&id) {
-            q.dialed += to_dial.len();
-        }
-        let now = Instant::now();
-        for p in to_dial {
-            self.redial(p, now);
-        }
-        if (step.last || result.is_err())
-            && let Some(q) = self.provider_queries.remove(&id)
+        if let kad::Event::OutboundQueryProgressed {
+            id, result: kad::QueryResult::GetProviders(result), step, ..
+        } = event
         {
-            let known = self.known_providers.entry(q.channel).or_default();
-            for p in q.found.iter().take(MAX_KNOWN_PROVIDERS) {
-                if !known.contains(p) {
-                    known.insert(0, *p);
-                }
-            }
-            known.truncate(MAX_KNOWN_PROVIDERS);
-            tracing::debug!(channel = %q.channel, providers = q.found.len(), "provider lookup finished");
-            self.emit(NetEvent::ProvidersFound { channel: q.channel, providers: q.found });
+            self.on_provider_progress(id, result, step.last);
         }
     }
 
@@ -668,39 +625,6 @@ impl EventLoop {
                 self.quiet_lookups.insert(ch, (now + gap, after));
                 self.find_providers(ch);
             }
-        }
-    }
-
-    /// Redials up to `join_dial_providers` known providers of `channel`
-    /// that are not connected. Cheap first: those we have reached before
-    /// (most of the others may sit on networks we cannot reach at all),
-    /// the rest in turn, so a fixed few unreachable ones do not take every
-    /// turn.
-    ///
-    /// With a full mesh, providers the peer budget closed in the last
-    /// `TRIM_QUARANTINE` are left alone: we closed them because we had
-    /// enough peers, and dialing them straight back was a loop (trim,
-    /// redial, trim) that kept an idle swarm busy with handshakes
-    /// (crate::budget). A thin mesh redials them too.
-    fn redial_providers(&mut self, ch: ChannelId, now: Instant, thin_mesh: bool) {
-        let mut candidates: Vec<PeerId> = self
-            .known_providers
-            .get(&ch)
-            .into_iter()
-            .flatten()
-            .filter(|p| !self.swarm.is_connected(p) && !self.redials.contains_key(*p))
-            .filter(|p| thin_mesh || !self.budget.recently_trimmed(p, now))
-            .copied()
-            .collect();
-        candidates.sort_by_key(|p| self.addr_book.addrs(p).is_empty());
-        candidates.truncate(self.config.join_dial_providers);
-        let tried: Vec<PeerId> = candidates.iter().filter(|p| self.addr_book.addrs(p).is_empty()).copied().collect();
-        if let Some(known) = self.known_providers.get_mut(&ch) {
-            known.retain(|p| !tried.contains(p));
-            known.extend(tried);
-        }
-        for p in candidates {
-            self.redial(p, now);
         }
     }
 
@@ -795,26 +719,6 @@ impl EventLoop {
             Err(e) => tracing::debug!(%peer, error = %e, "redial not started"),
         }
     }
-
-    /// Puts `peer` first among the providers remembered for `channel`.
-    fn remember_provider(&mut self, channel: ChannelId, peer: PeerId) {
-        let known = self.known_providers.entry(channel).or_default();
-        if !known.contains(&peer) {
-            known.insert(0, peer);
-            known.truncate(MAX_KNOWN_PROVIDERS);
-        }
-    }
-
-    fn find_providers(&mut self, channel: ChannelId) {
-        let id = self.swarm.behaviour_mut().kad.get_providers(provider_key(&channel));
-        self.provider_queries
-            .insert(id, ProviderQuery { channel, found: Vec::new(), dialed: 0, started: Instant::now() });
-    }
-}
-
-/// The DHT key under which a channel's carriers announce themselves.
-pub(crate) fn provider_key(channel: &ChannelId) -> kad::RecordKey {
-    kad::RecordKey::new(&channel.topic())
 }
 
 impl Drop for EventLoop {

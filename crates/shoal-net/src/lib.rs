@@ -44,7 +44,7 @@ pub use crate::{
     },
     client::{NetClient, NetStatus},
     codec::{EXCHANGE_PROTOCOL, HEAD_PROTOCOL},
-    config::{ManifestValidation, NetConfig, peer_id_of},
+    config::{ENOUGH_PROVIDERS, ManifestValidation, NetConfig, peer_id_of},
     error::NetError,
     event::{Acceptance, Misbehaviour, NetEvent},
     gate::{BadDenyRule, DenyList, DenyRule, IpRange, MAX_DENY_RULES},

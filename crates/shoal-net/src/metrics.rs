@@ -81,6 +81,7 @@ pub struct NetMetrics {
     pub(crate) provider_redials: Counter,
     pub(crate) dht_bootstraps: Counter,
     pub(crate) dht_provider_lookups: Counter,
+    pub(crate) dht_provider_announcements: Counter,
     inbound_requests: Family<KindLabels, Counter>,
     events_dropped: Family<KindLabels, Counter>,
 }
@@ -115,6 +116,7 @@ impl NetMetrics {
             provider_redials: Counter::default(),
             dht_bootstraps: Counter::default(),
             dht_provider_lookups: Counter::default(),
+            dht_provider_announcements: Counter::default(),
             inbound_requests: Family::default(),
             events_dropped: Family::default(),
         };
@@ -181,6 +183,11 @@ impl NetMetrics {
             "dht_provider_lookups",
             "Kademlia provider lookups finished (joins and quiet or thin channels)",
             m.dht_provider_lookups.clone(),
+        );
+        r.register(
+            "dht_provider_announcements",
+            "Channels this node announced as a carrier in the DHT (only when a lookup found few carriers)",
+            m.dht_provider_announcements.clone(),
         );
         r.register("inbound_requests", "Inbound exchange/head requests", m.inbound_requests.clone());
         r.register("events_dropped", "Events dropped because the consumer was slow", m.events_dropped.clone());
@@ -277,6 +284,7 @@ impl NetMetrics {
             provider_redials: self.provider_redials.get(),
             dht_bootstraps: self.dht_bootstraps.get(),
             dht_provider_lookups: self.dht_provider_lookups.get(),
+            dht_provider_announcements: self.dht_provider_announcements.get(),
             ping_closed: self.ping_closed.get(),
             events_dropped: EVENT_KINDS
                 .iter()
@@ -416,6 +424,8 @@ pub struct MetricsSnapshot {
     pub dht_bootstraps: u64,
     /// Kademlia provider lookups finished.
     pub dht_provider_lookups: u64,
+    /// Channels this node announced as a carrier in the DHT.
+    pub dht_provider_announcements: u64,
     /// Connections closed because a liveness ping went unanswered.
     pub ping_closed: u64,
 }

@@ -20,5 +20,7 @@ mod exchange;
 mod head;
 #[path = "net/liveness.rs"]
 mod liveness;
+#[path = "net/providers.rs"]
+mod providers;
 #[path = "net/swarm.rs"]
 mod swarm;

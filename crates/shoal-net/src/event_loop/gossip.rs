@@ -10,7 +10,7 @@ use libp2p::{
 };
 use shoal_core::ChannelId;
 
-use super::{EventLoop, provider_key, unix_ms};
+use super::{EventLoop, unix_ms};
 use crate::{
     Acceptance, ManifestValidation, NetError, NetEvent,
     client::Topic,
@@ -42,9 +42,7 @@ impl EventLoop {
         }
         self.channels.insert(topic.hash(), channel);
         self.heard.insert(topic.hash(), Instant::now());
-        if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(provider_key(&channel)) {
-            tracing::warn!(%channel, error = %e, "cannot provide channel in the DHT");
-        }
+        // Announced only if this lookup finds few carriers (providers.rs).
         self.find_providers(channel);
         tracing::info!(%channel, "joined channel");
         Ok(())
@@ -57,7 +55,7 @@ impl EventLoop {
         }
         self.heard.remove(&topic.hash());
         self.swarm.behaviour_mut().gossipsub.unsubscribe(&topic);
-        self.swarm.behaviour_mut().kad.stop_providing(&provider_key(&channel));
+        self.stop_announcing(&channel);
         self.provider_queries.retain(|_, q| q.channel != channel);
         self.quiet_lookups.remove(&channel);
         self.known_providers.remove(&channel);

@@ -147,6 +147,19 @@ pub(crate) async fn spawn_node(config: NetConfig, key: Keypair, transport: Trans
 impl TestNet {
     /// `n` nodes; node `i > 0` knows exactly one bootstrap node, a random
     /// earlier one (seeded), so discovery has to go through the DHT.
+    /// Waits (30 s at most) until every node's routing table holds at
+    /// least `min` peers: DHT discovery from one bootstrap node each.
+    pub(crate) async fn wait_for_routing_tables(&self, min: usize) {
+        for (i, n) in self.nodes.iter().enumerate() {
+            let c = n.client.clone();
+            wait_for(&format!("node {i} routing table"), Duration::from_secs(30), || {
+                let c = c.clone();
+                async move { c.status().await.unwrap().routing_table >= min }
+            })
+            .await;
+        }
+    }
+
     pub(crate) async fn spawn(n: usize, transport: TransportKind, seed: u64) -> Self {
         Self::spawn_with(n, transport, seed, |_, _| {}).await
     }

@@ -23,14 +23,7 @@ async fn thirty_nodes_discover_propagate_and_stop_forgeries() {
 
     // Discovery: everyone's routing table fills through the DHT even though
     // each node was told about one peer only.
-    for (i, n) in net.nodes.iter().enumerate() {
-        let c = n.client.clone();
-        wait_for(&format!("node {i} routing table"), Duration::from_secs(30), || {
-            let c = c.clone();
-            async move { c.status().await.unwrap().routing_table >= 5 }
-        })
-        .await;
-    }
+    net.wait_for_routing_tables(5).await;
 
     // The publisher provides the channel first; then every other node joins
     // and must find a provider through the DHT and connect to it.
