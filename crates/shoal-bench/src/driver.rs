@@ -27,6 +27,9 @@ pub(crate) struct NodeCounters {
     pub(crate) payload: u64,
     /// Duplicate payload bytes received.
     pub(crate) duplicate: u64,
+    /// Bytes the node wrote to the wire, when the node counts them itself
+    /// (`--processes`); otherwise the driver's link shaper counts them.
+    pub(crate) upload: Option<u64>,
     /// Diagnostic counters (connections, HAVEs, trims…), summed over the
     /// viewers and printed as a mean per viewer: where the cost goes.
     pub(crate) diagnostics: Vec<(&'static str, u64)>,
@@ -58,6 +61,10 @@ pub(crate) trait Mode {
     ) -> impl Future<Output = Result<Self::Node>>;
     /// A cloneable publishing function for the publish task.
     fn publisher(&self, node: &Self::Node) -> Arc<dyn Publisher>;
+    /// Called once every node has stopped, before the figures are taken:
+    /// a mode that observes the stream from outside its nodes (real
+    /// processes) corrects the log here.
+    fn finish(&mut self, _log: &mut RunLog) {}
 }
 
 /// Publishes one segment (seq is the index from 0).
@@ -255,13 +262,14 @@ pub(crate) async fn run<M: Mode>(mode: &mut M, s: &Scenario, bar: &ProgressBar) 
     for (i, upload, c) in stopped {
         log.add_diagnostics(&c.diagnostics);
         let v = &mut log.viewers[i];
-        v.upload = upload;
+        v.upload = c.upload.unwrap_or(upload);
         v.payload = c.payload;
         v.duplicate = c.duplicate;
     }
-    let _ = publisher.stop().await;
-    log.publisher_upload = pshaper.sent();
+    let pc = publisher.stop().await;
+    log.publisher_upload = pc.upload.unwrap_or_else(|| pshaper.sent());
     shaping::unregister(&ppeer);
+    mode.finish(&mut log);
     Ok(log)
 }
 
@@ -272,7 +280,7 @@ async fn stop<N: BenchNode>(r: Running<N>, log: &mut RunLog) {
     let c = r.node.stop().await;
     log.add_diagnostics(&c.diagnostics);
     let v = &mut log.viewers[r.log];
-    v.upload = upload;
+    v.upload = c.upload.unwrap_or(upload);
     v.payload = c.payload;
     v.duplicate = c.duplicate;
     shaping::unregister(&r.peer);

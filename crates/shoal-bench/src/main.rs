@@ -14,6 +14,7 @@
 
 mod driver;
 mod plot;
+mod procs;
 mod push;
 mod report;
 mod scenario;
@@ -65,10 +66,20 @@ struct Args {
     /// in multi-hop swarms (docs/benchmarks.md); the misses are printed.
     #[arg(long, conflicts_with = "check")]
     check_fields: bool,
-    /// Drive real `shoal node` processes: not implemented yet (see
-    /// docs/benchmarks.md); refused rather than silently ignored.
+    /// Run every node as a real `shoal node` process on loopback TCP,
+    /// driven through its config file and local API (modes shoal and
+    /// origin). Links are not shaped: see `--unshaped`.
     #[arg(long)]
     processes: bool,
+    /// With `--processes`: run a scenario that asks for link shaping (RTT,
+    /// upload or download caps, slow viewers) on plain loopback anyway. The
+    /// report says the links were unshaped.
+    #[arg(long, requires = "processes")]
+    unshaped: bool,
+    /// With `--processes`: the `shoal` binary (default: `shoal` beside
+    /// this executable, i.e. the same cargo profile).
+    #[arg(long, requires = "processes")]
+    shoal_bin: Option<PathBuf>,
     /// Internal: run one mode and write its figures to `--child-out`.
     #[arg(long, hide = true)]
     child: Option<String>,
@@ -83,6 +94,8 @@ const MODES: [&str; 3] = ["shoal", "origin", "push"];
 #[derive(Debug, Serialize)]
 struct Report<'a> {
     scenario: &'a Scenario,
+    /// How the nodes ran and whether the scenario's links were applied.
+    harness: String,
     machine: Machine,
     command: String,
     modes: Vec<ModeResult>,
@@ -144,7 +157,6 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    ensure!(!args.processes, "--processes (real `shoal node` processes) is not implemented yet; run without it");
     let mut s = Scenario::load(&resolve(&args.scenario)?)?;
     if let Some(n) = args.nodes {
         s.nodes = n;
@@ -155,25 +167,64 @@ fn main() -> Result<()> {
     s.validate()?;
     for m in &args.modes {
         ensure!(MODES.contains(&m.as_str()), "unknown mode {m:?}: use shoal, origin or push");
+        ensure!(
+            !(args.processes && m == "push"),
+            "mode push has no `shoal node` form (blocks inside gossip is the baseline, not a node setting); with --processes use --modes shoal,origin"
+        );
+    }
+    if args.processes && s.shapes_links() && !args.unshaped {
+        bail!(
+            "scenario {} shapes its links (RTT {} ms, caps or slow viewers), and --processes cannot shape links between processes yet; add --unshaped to run it on plain loopback anyway",
+            s.name,
+            s.rtt_ms
+        );
     }
     if let Some(mode) = &args.child {
         let out = args.child_out.as_ref().context("--child needs --child-out")?;
-        return child(&s, mode, out);
+        return child(&args, &s, mode, out);
     }
     parent(&args, &s)
 }
 
+/// What the report says about the harness.
+fn harness(args: &Args, s: &Scenario) -> String {
+    match (args.processes, s.shapes_links()) {
+        (false, _) => "nodes in one process per mode, memory transport, links shaped as the scenario says".to_owned(),
+        (true, false) => "one `shoal node` process per node, loopback TCP".to_owned(),
+        (true, true) => {
+            "one `shoal node` process per node, loopback TCP, links NOT shaped (the scenario's RTT and caps were not applied)"
+                .to_owned()
+        }
+    }
+}
+
+/// The `shoal` binary `--processes` runs.
+fn shoal_bin(args: &Args) -> Result<PathBuf> {
+    if let Some(b) = &args.shoal_bin {
+        return Ok(b.clone());
+    }
+    let exe = std::env::current_exe()?;
+    Ok(exe.parent().context("executable has no directory")?.join("shoal"))
+}
+
 /// Runs one mode in this process and writes its figures.
-fn child(s: &Scenario, mode: &str, out: &Path) -> Result<()> {
+fn child(args: &Args, s: &Scenario, mode: &str, out: &Path) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(s.worker_threads).enable_all().build()?;
     let bar = ProgressBar::new(0).with_prefix(mode.to_owned());
     let started = Instant::now();
+    // With --processes, CPU and RSS are the node processes' own.
+    let mut node_processes = None;
     let log = rt.block_on(async {
-        match mode {
-            "shoal" => driver::run(&mut shoal_mode::ShoalMode::new(s, false)?, s, &bar).await,
-            "origin" => driver::run(&mut shoal_mode::ShoalMode::new(s, true)?, s, &bar).await,
-            "push" => driver::run(&mut push::PushMode::new(s), s, &bar).await,
-            other => bail!("unknown mode {other:?}"),
+        match (mode, args.processes) {
+            ("shoal" | "origin", true) => {
+                let mut m = procs::ProcessMode::new(s, mode == "origin", shoal_bin(args)?)?;
+                node_processes = Some(m.totals());
+                driver::run(&mut m, s, &bar).await
+            }
+            ("shoal", false) => driver::run(&mut shoal_mode::ShoalMode::new(s, false)?, s, &bar).await,
+            ("origin", false) => driver::run(&mut shoal_mode::ShoalMode::new(s, true)?, s, &bar).await,
+            ("push", false) => driver::run(&mut push::PushMode::new(s), s, &bar).await,
+            (other, _) => bail!("mode {other:?} cannot run here"),
         }
     })?;
     bar.finish_and_clear();
@@ -183,8 +234,14 @@ fn child(s: &Scenario, mode: &str, out: &Path) -> Result<()> {
     let mut run = log.summarise(mode, s);
     run.result.wall_s = started.elapsed().as_secs_f64();
     rt.shutdown_timeout(std::time::Duration::from_secs(5));
-    run.result.cpu_s_per_node = cpu_seconds() / s.nodes as f64;
-    run.result.rss_mb_per_node = proc_kb("VmHWM:") as f64 / 1024.0 / s.nodes as f64;
+    if let Some(t) = node_processes {
+        eprintln!("{mode}: the bench process itself used {:.1} CPU s (not in cpu_s_per_node)", cpu_seconds());
+        run.result.cpu_s_per_node = t.cpu_seconds() / s.nodes as f64;
+        run.result.rss_mb_per_node = t.rss_mb_per_node();
+    } else {
+        run.result.cpu_s_per_node = cpu_seconds() / s.nodes as f64;
+        run.result.rss_mb_per_node = proc_kb("VmHWM:") as f64 / 1024.0 / s.nodes as f64;
+    }
     std::fs::write(out, serde_json::to_vec(&run)?).with_context(|| format!("writing {}", out.display()))?;
     Ok(())
 }
@@ -204,6 +261,12 @@ fn parent(args: &Args, s: &Scenario) -> Result<()> {
         if let Some(t) = args.seconds {
             cmd.args(["--seconds", &t.to_string()]);
         }
+        if args.processes {
+            cmd.arg("--processes").arg("--shoal-bin").arg(shoal_bin(args)?);
+        }
+        if args.unshaped {
+            cmd.arg("--unshaped");
+        }
         let status = cmd.status().with_context(|| format!("running mode {mode}"))?;
         ensure!(status.success(), "mode {mode} failed: {status}");
         let run: ModeRun = serde_json::from_slice(&std::fs::read(&out)?)?;
@@ -214,6 +277,7 @@ fn parent(args: &Args, s: &Scenario) -> Result<()> {
     println!("{}", report::table(s, &results));
     let report = Report {
         scenario: s,
+        harness: harness(args, s),
         machine: Machine {
             nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
             mem_total_mb: proc_kb("MemTotal:") / 1024,
@@ -260,6 +324,10 @@ fn ci_check(report: &serde_json::Value, delivery: bool) -> Result<()> {
         for f in ["p50", "p95"] {
             ensure!(present(&m["join_ms"][f]), "mode {name}: JSON field join_ms.{f} missing or NaN");
         }
+        // Played bytes that differ from the publisher's are wrong in kind,
+        // whatever the delivery gate (checked with --processes only).
+        let corrupt = m["corrupt_segments"].as_u64().unwrap_or(0);
+        ensure!(corrupt == 0, "mode {name}: {corrupt} played segments differ from the publisher's bytes");
         if name == "shoal" {
             let missing = m["unverified_pairs"].as_u64().context("unverified_pairs missing")?;
             let of = m["origin_factor"].as_f64().unwrap_or(f64::INFINITY);
@@ -277,4 +345,35 @@ fn ci_check(report: &serde_json::Value, delivery: bool) -> Result<()> {
     }
     ensure!(modes.iter().any(|m| m["mode"] == "shoal"), "the CI gate needs the shoal mode");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(name: &str) -> serde_json::Value {
+        serde_json::json!({
+            "mode": name, "origin_factor": 1.2, "continuity": 1.0, "cpu_s_per_node": 0.5, "rss_mb_per_node": 20.0,
+            "wire_factor": {"total": 1.2, "payload": 1.0, "duplicate": 0.1, "control": 0.1},
+            "latency_ms": {"p50": 100.0, "p95": 200.0, "p99": 300.0, "max": 400.0},
+            "join_ms": {"p50": 100.0, "p95": 200.0},
+            "unverified_pairs": 0
+        })
+    }
+
+    #[test]
+    fn the_gate_fails_on_missing_fields_and_corrupt_bytes() {
+        let ok = serde_json::json!({ "modes": [mode("shoal"), mode("origin")] });
+        ci_check(&ok, true).unwrap();
+        let mut no_field = ok.clone();
+        no_field["modes"][1].as_object_mut().unwrap().remove("origin_factor");
+        assert!(ci_check(&no_field, false).unwrap_err().to_string().contains("origin_factor"));
+        let mut corrupt = ok.clone();
+        corrupt["modes"][0]["corrupt_segments"] = 2.into();
+        assert!(ci_check(&corrupt, false).unwrap_err().to_string().contains("2 played segments"));
+        let mut missed = ok;
+        missed["modes"][0]["unverified_pairs"] = 3.into();
+        ci_check(&missed, false).unwrap();
+        assert!(ci_check(&missed, true).unwrap_err().to_string().contains("never verified"));
+    }
 }

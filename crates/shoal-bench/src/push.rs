@@ -234,7 +234,7 @@ impl BenchNode for PushNode {
             let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
         }
         let duplicate = self.registry.lock().map(|r| duplicate_bytes(&r)).unwrap_or(0);
-        NodeCounters { payload: self.payload.load(Ordering::Relaxed), duplicate, diagnostics: Vec::new() }
+        NodeCounters { payload: self.payload.load(Ordering::Relaxed), duplicate, diagnostics: Vec::new(), upload: None }
     }
 }
 

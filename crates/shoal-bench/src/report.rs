@@ -47,6 +47,14 @@ pub(crate) struct RunLog {
     /// how many did.
     pub(crate) diagnostics: BTreeMap<&'static str, u64>,
     pub(crate) diagnosed: u64,
+    /// Mean bytes per published segment, when measured (`--processes`:
+    /// the publisher node cuts segments by its own clock); otherwise the
+    /// scenario's nominal size.
+    pub(crate) segment_bytes: Option<f64>,
+    /// Segments a viewer played whose bytes differ from the publisher's,
+    /// when checked (`--processes` compares every one); they do not count
+    /// as verified.
+    pub(crate) corrupt_segments: Option<u64>,
 }
 
 impl RunLog {
@@ -139,6 +147,10 @@ pub(crate) struct ModeResult {
     pub(crate) unverified_pairs: u64,
     /// Wall time of the run, s.
     pub(crate) wall_s: f64,
+    /// Played segments whose bytes differed from the publisher's (checked
+    /// with `--processes` only; absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) corrupt_segments: Option<u64>,
 }
 
 /// Raw samples for the plots (not in the JSON report).
@@ -169,7 +181,7 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
 impl RunLog {
     /// Computes the figures (CPU and RSS are filled in by the caller).
     pub(crate) fn summarise(&self, mode: &str, s: &Scenario) -> ModeRun {
-        let seg_bytes = s.segment_bytes() as f64;
+        let seg_bytes = self.segment_bytes.unwrap_or(s.segment_bytes() as f64);
         let stream_bytes = self.published.len() as f64 * seg_bytes;
         let target = std::time::Duration::from_millis(s.target_latency_ms);
         let end = self.ended.unwrap_or_else(Instant::now);
@@ -237,6 +249,7 @@ impl RunLog {
             pairs,
             unverified_pairs: unverified,
             wall_s: 0.0,
+            corrupt_segments: self.corrupt_segments,
         };
         ModeRun { result, samples: Samples { latency_ms: latency, upload_factor: uploads } }
     }

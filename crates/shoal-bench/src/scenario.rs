@@ -115,6 +115,16 @@ impl Scenario {
         Ok(s)
     }
 
+    /// Whether the scenario's links differ from a plain, uncapped wire:
+    /// what `--processes` cannot apply yet.
+    pub(crate) fn shapes_links(&self) -> bool {
+        self.rtt_ms > 0
+            || self.upload_kbps.is_some()
+            || self.download_kbps.is_some()
+            || self.publisher_upload_kbps.is_some()
+            || self.slow_share > 0.0
+    }
+
     /// Values that parse but cannot run.
     pub(crate) fn validate(&self) -> Result<()> {
         ensure!(self.nodes >= 2, "nodes = {}: need a publisher and at least one viewer", self.nodes);

@@ -26,7 +26,7 @@ const TRANSPORT: TransportKind = TransportKind::Custom(shaping::shaped_memory_tr
 
 /// Connections a bench node accepts: the publisher in `origin` mode holds
 /// one per viewer, so the node default (256) would cap the `large` run.
-const BENCH_MAX_CONNECTIONS: u32 = 2048;
+pub(crate) const BENCH_MAX_CONNECTIONS: u32 = 2048;
 
 /// `shoal` or `origin`.
 #[derive(Debug)]
@@ -61,31 +61,10 @@ impl ShoalMode {
 
     fn config(&mut self, bootstrap: Vec<Multiaddr>) -> NodeConfig {
         self.next_dir += 1;
-        let s = &self.scenario;
-        let mut cfg = NodeConfig {
-            data_dir: self.dir.path().join(format!("n{}", self.next_dir)),
-            api: "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!("literal")),
-            // The test net's memory addresses and forced DHT server mode,
-            // with the production heartbeat and manifest validation (the
-            // node's own chain check before forwarding, as users run it).
-            net: NetConfig {
-                bootstrap,
-                max_connections: BENCH_MAX_CONNECTIONS,
-                gossip_heartbeat_ms: s.gossip_heartbeat_ms,
-                ping_interval_ms: s.ping_interval_ms,
-                manifest_validation: ManifestValidation::Node,
-                ..NetConfig::for_tests()
-            },
-            ..NodeConfig::default()
-        };
-        cfg.fetch.target_latency_ms = s.target_latency_ms;
-        if let Some(m) = s.store_cache_mib {
-            cfg.store.block_cache_bytes = m << 20;
-        }
-        if let Some(m) = s.store_write_buffer_mib {
-            cfg.store.write_buffer_bytes = m << 20;
-        }
-        cfg
+        // The test net's memory addresses and forced DHT server mode, with
+        // the production manifest validation (below).
+        let net = NetConfig { bootstrap, ..NetConfig::for_tests() };
+        bench_node_config(&self.scenario, self.dir.path().join(format!("n{}", self.next_dir)), net)
     }
 
     async fn start(&self, cfg: NodeConfig, key: &Keypair) -> Result<(Node, Multiaddr)> {
@@ -110,6 +89,67 @@ impl ShoalMode {
     }
 }
 
+/// The configuration every bench node runs, in either harness: `net`
+/// (addresses and transport-specific settings) with the scenario's knobs on
+/// top, the production heartbeat and the node's own manifest check before
+/// forwarding, as users run it.
+pub(crate) fn bench_node_config(s: &Scenario, data_dir: PathBuf, net: NetConfig) -> NodeConfig {
+    let mut cfg = NodeConfig {
+        data_dir,
+        api: "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!("literal")),
+        net: NetConfig {
+            max_connections: BENCH_MAX_CONNECTIONS,
+            gossip_heartbeat_ms: s.gossip_heartbeat_ms,
+            ping_interval_ms: s.ping_interval_ms,
+            manifest_validation: ManifestValidation::Node,
+            ..net
+        },
+        ..NodeConfig::default()
+    };
+    cfg.fetch.target_latency_ms = s.target_latency_ms;
+    if let Some(m) = s.store_cache_mib {
+        cfg.store.block_cache_bytes = m << 20;
+    }
+    if let Some(m) = s.store_write_buffer_mib {
+        cfg.store.write_buffer_bytes = m << 20;
+    }
+    cfg
+}
+
+/// Publisher settings of the `origin` baseline: every asker gets every
+/// block at once (the CDN origin), over a connection per client (no peer
+/// budget).
+pub(crate) fn make_origin(cfg: &mut NodeConfig) {
+    cfg.fetch.origin_copies = u32::MAX;
+    cfg.fetch.origin_grace_ms = 0;
+    cfg.net.max_peers = BENCH_MAX_CONNECTIONS;
+    cfg.net.target_peers = BENCH_MAX_CONNECTIONS;
+}
+
+/// A viewer's own settings, in either harness: its bootstrap peers, the
+/// `max_upload` its operator would set, and in `origin` mode the origin.
+pub(crate) fn viewer_settings(
+    cfg: &mut NodeConfig,
+    s: &Scenario,
+    mut bootstrap: Vec<Multiaddr>,
+    upload_kbps: Option<u64>,
+    origin: Option<&(PeerId, Multiaddr)>,
+) {
+    // The operator of a capped line sets `max_upload` to it, so the node
+    // sheds wants past its line instead of queueing them.
+    if let Some(kbps) = upload_kbps.filter(|_| s.viewers_know_their_upload) {
+        cfg.max_upload = (kbps * 1000 / 8).max(shoal_node::config::MIN_RATE_CAP);
+    }
+    if let Some((origin, addr)) = origin {
+        cfg.fetch.origin_only = Some(origin.to_string());
+        // A CDN client connects to the origin directly.
+        if !bootstrap.contains(addr) {
+            bootstrap.push(addr.clone());
+        }
+    }
+    cfg.net.bootstrap = bootstrap;
+}
+
 impl BenchNode for ShoalNode {
     fn addr(&self) -> Multiaddr {
         self.addr.clone()
@@ -129,6 +169,7 @@ impl BenchNode for ShoalNode {
                 ("redials", net.provider_redials),
                 ("dht_bootstraps", net.dht_bootstraps),
                 ("dht_lookups", net.dht_provider_lookups),
+                ("dht_announces", net.dht_provider_announcements),
                 ("ping_closed", net.ping_closed),
                 ("banned", net.peers_banned),
                 ("haves_sent", net.haves_announced),
@@ -143,6 +184,7 @@ impl BenchNode for ShoalNode {
                 ("switches", sched.switches),
                 ("given_up", sched.segments_given_up),
             ],
+            upload: None,
         };
         tracing::debug!(peer = %h.peer_id(), sched = ?h.metrics().scheduler(), net = ?h.net().metrics(), "node counters");
         if let Some(t) = self.recorder {
@@ -162,12 +204,7 @@ impl Mode for ShoalMode {
     async fn start_publisher(&mut self, key: Keypair) -> Result<ShoalNode> {
         let mut cfg = self.config(vec![]);
         if self.origin_mode {
-            // Every asker gets every block at once: the CDN origin.
-            cfg.fetch.origin_copies = u32::MAX;
-            cfg.fetch.origin_grace_ms = 0;
-            // A CDN origin holds a connection per client: no peer budget.
-            cfg.net.max_peers = BENCH_MAX_CONNECTIONS;
-            cfg.net.target_peers = BENCH_MAX_CONNECTIONS;
+            make_origin(&mut cfg);
         }
         let (node, addr) = self.start(cfg, &key).await?;
         if self.origin_mode {
@@ -180,24 +217,12 @@ impl Mode for ShoalMode {
     async fn start_viewer(
         &mut self,
         key: Keypair,
-        mut bootstrap: Vec<Multiaddr>,
+        bootstrap: Vec<Multiaddr>,
         verified: Verified,
         upload_kbps: Option<u64>,
     ) -> Result<ShoalNode> {
         let mut cfg = self.config(vec![]);
-        // The operator of a capped line sets `max_upload` to it, so the
-        // node sheds wants past its line instead of queueing them.
-        if let Some(kbps) = upload_kbps.filter(|_| self.scenario.viewers_know_their_upload) {
-            cfg.max_upload = (kbps * 1000 / 8).max(shoal_node::config::MIN_RATE_CAP);
-        }
-        if let Some((origin, addr)) = &self.origin {
-            cfg.fetch.origin_only = Some(origin.to_string());
-            // A CDN client connects to the origin directly.
-            if !bootstrap.contains(addr) {
-                bootstrap.push(addr.clone());
-            }
-        }
-        cfg.net.bootstrap = bootstrap;
+        viewer_settings(&mut cfg, &self.scenario, bootstrap, upload_kbps, self.origin.as_ref());
         let (node, addr) = self.start(cfg, &key).await?;
         let h = node.handle();
         let recorder = tokio::spawn(record(h.clone(), verified));
