@@ -235,9 +235,14 @@ fn child(args: &Args, s: &Scenario, mode: &str, out: &Path) -> Result<()> {
     run.result.wall_s = started.elapsed().as_secs_f64();
     rt.shutdown_timeout(std::time::Duration::from_secs(5));
     if let Some(t) = node_processes {
-        eprintln!("{mode}: the bench process itself used {:.1} CPU s (not in cpu_s_per_node)", cpu_seconds());
+        eprintln!(
+            "{mode}: the bench process itself used {:.1} CPU s (not in cpu_s_per_node); node processes held {:.1} MB private memory each at the end",
+            cpu_seconds(),
+            t.private_mb_per_node()
+        );
         run.result.cpu_s_per_node = t.cpu_seconds() / s.nodes as f64;
         run.result.rss_mb_per_node = t.rss_mb_per_node();
+        run.result.private_mb_per_node = Some(t.private_mb_per_node());
     } else {
         run.result.cpu_s_per_node = cpu_seconds() / s.nodes as f64;
         run.result.rss_mb_per_node = proc_kb("VmHWM:") as f64 / 1024.0 / s.nodes as f64;

@@ -76,6 +76,7 @@ type Played = Arc<Mutex<HashMap<u64, (u64, usize)>>>;
 pub(crate) struct ProcTotals {
     cpu_ticks: AtomicU64,
     peak_rss_kb: AtomicU64,
+    private_kb: AtomicU64,
     processes: AtomicU64,
 }
 
@@ -85,10 +86,18 @@ impl ProcTotals {
         self.cpu_ticks.load(Ordering::Relaxed) as f64 / CLOCK_TICKS_PER_SEC
     }
 
-    /// Mean peak RSS of a node process, MB.
+    /// Mean peak RSS of a node process, MB. It counts the pages every
+    /// process shares (the `shoal` binary's text, ~20 MB) in each.
     pub(crate) fn rss_mb_per_node(&self) -> f64 {
         let n = self.processes.load(Ordering::Relaxed).max(1);
         self.peak_rss_kb.load(Ordering::Relaxed) as f64 / 1024.0 / n as f64
+    }
+
+    /// Mean private memory of a node process just before it stopped, MB:
+    /// what one more node costs the machine.
+    pub(crate) fn private_mb_per_node(&self) -> f64 {
+        let n = self.processes.load(Ordering::Relaxed).max(1);
+        self.private_kb.load(Ordering::Relaxed) as f64 / 1024.0 / n as f64
     }
 }
 
@@ -403,9 +412,10 @@ impl BenchNode for ProcNode {
             ],
         };
         if let Some(pid) = self.child.id() {
-            let (ticks, rss) = (proc_cpu_ticks(pid), proc_peak_rss_kb(pid));
+            let (ticks, rss, private) = (proc_cpu_ticks(pid), proc_peak_rss_kb(pid), proc_private_kb(pid));
             self.totals.cpu_ticks.fetch_add(ticks, Ordering::Relaxed);
             self.totals.peak_rss_kb.fetch_add(rss, Ordering::Relaxed);
+            self.totals.private_kb.fetch_add(private, Ordering::Relaxed);
             self.totals.processes.fetch_add(1, Ordering::Relaxed);
             terminate(pid).await;
         }
@@ -453,6 +463,17 @@ fn proc_peak_rss_kb(pid: u32) -> u64 {
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:")?.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// A process's private memory (Private_Clean + Private_Dirty of
+/// smaps_rollup), kB (0 if it is gone).
+fn proc_private_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("Private_"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
 }
 
 /// SIGTERM, for the node's ordered shutdown. Through `kill(1)`: the

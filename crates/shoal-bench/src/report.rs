@@ -151,6 +151,11 @@ pub(crate) struct ModeResult {
     /// with `--processes` only; absent otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) corrupt_segments: Option<u64>,
+    /// Mean private memory per node process at its stop, MB (with
+    /// `--processes` only: `rss_mb_per_node` counts the shared binary in
+    /// every process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) private_mb_per_node: Option<f64>,
 }
 
 /// Raw samples for the plots (not in the JSON report).
@@ -250,6 +255,7 @@ impl RunLog {
             unverified_pairs: unverified,
             wall_s: 0.0,
             corrupt_segments: self.corrupt_segments,
+            private_mb_per_node: None,
         };
         ModeRun { result, samples: Samples { latency_ms: latency, upload_factor: uploads } }
     }
