@@ -11,7 +11,8 @@
 //!   with a hold, so it answers the moment it has the block: no HAVE round
 //!   trip per hop, and each node downloads each block about once. Only the
 //!   upstream holds: plain neighbours are probed without a hold, after
-//!   `probe_after` or near the deadline (holds anywhere built wait cycles).
+//!   `probe_after`, near the deadline, or once the upstream refused the
+//!   block (holds anywhere built wait cycles).
 //! - **Multi-source.** Blocks of one segment are spread over every peer that
 //!   announced HAVE or that is an upstream, by least expected finish time
 //!   (queued bytes ÷ measured rate), earliest deadline first.
@@ -685,11 +686,18 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
             2
         };
         // Neither announced nor upstream: a plain neighbour or an origin is
-        // asked only once HAVEs had their chance, or when time is short.
-        // Asking them earlier with a hold would build wait cycles (A holds
+        // asked only once HAVEs had their chance, when time is short, or
+        // once the upstream said it cannot give the block yet (the
+        // publisher's first-copies gate answers its mesh neighbours that
+        // way: they waited out `probe_after` for HAVEs that, outside the
+        // seed's mesh, came late, and that wait was the ~450 ms p95 of a
+        // 30-node swarm on plain loopback, docs/benchmarks.md). Probes carry
+        // no hold: holds at arbitrary neighbours build wait cycles (A holds
         // at B while B holds at A), which only timeouts break.
-        let probing =
-            now.saturating_duration_since(b.added) >= self.cfg.probe_after || now + self.cfg.hedge_window >= b.deadline;
+        let upstream_refused = self.upstream.get(&b.seq).is_some_and(|u| b.refused.contains_key(u));
+        let probing = upstream_refused
+            || now.saturating_duration_since(b.added) >= self.cfg.probe_after
+            || now + self.cfg.hedge_window >= b.deadline;
         if matches!(class, 2..=4) && !b.holders.contains(peer) && !probing {
             return None;
         }

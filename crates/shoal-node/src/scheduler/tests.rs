@@ -610,3 +610,39 @@ fn a_held_want_is_hedged_once_its_upstream_claims_the_block_and_does_not_send_it
     assert_eq!(drain(&mut s), vec![Action::Want { peer: "b", cid: x.cid, hold: Duration::ZERO }]);
     assert_eq!(s.stats().early_hedges, 1);
 }
+
+/// A first-hop node whose upstream (the publisher) refuses a block for its
+/// first-copies gate asks its neighbours at once, instead of waiting
+/// `probe_after` for HAVEs that may come late.
+#[test]
+fn a_refusal_by_the_upstream_probes_neighbours_at_once() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    for p in ["up", "n1"] {
+        s.peer_connected(p, false);
+    }
+    let bl = blocks(1, 1);
+    let cid = bl[0].cid;
+    s.add_segment(1, &bl, t0 + Duration::from_secs(3), Some("up"), none, t0);
+    assert_eq!(wants(&drain(&mut s)), vec![("up", cid)], "the upstream is asked first, and only it");
+    let t1 = t0 + Duration::from_millis(20);
+    s.on_dont_have(&"up", cid, t1);
+    assert_eq!(wants(&drain(&mut s)), vec![("n1", cid)], "after the refusal the neighbour is probed at once");
+}
+
+/// Without a refusal, a plain neighbour still waits for `probe_after`.
+#[test]
+fn a_plain_neighbour_waits_for_probe_after_while_the_upstream_holds() {
+    let t0 = Instant::now();
+    let cfg = SchedulerConfig::default();
+    let probe_after = cfg.probe_after;
+    let mut s = Scheduler::new(cfg);
+    for p in ["up", "n1"] {
+        s.peer_connected(p, false);
+    }
+    let bl = blocks(1, 1);
+    s.add_segment(1, &bl, t0 + Duration::from_secs(3), Some("up"), none, t0);
+    drain(&mut s);
+    s.tick(t0 + probe_after / 2);
+    assert!(wants(&drain(&mut s)).is_empty(), "no probe while the upstream holds and HAVEs may come");
+}
