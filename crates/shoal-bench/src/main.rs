@@ -50,6 +50,11 @@ struct Args {
     /// Write the SVG plot here.
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Write every latency sample as `DIR/MODE.csv` (viewer, joined late,
+    /// seq, latency ms; empty when never verified): the raw data behind the
+    /// percentiles, for finding where a tail comes from.
+    #[arg(long)]
+    samples: Option<PathBuf>,
     /// Override the scenario's node count.
     #[arg(long)]
     nodes: Option<usize>,
@@ -232,6 +237,10 @@ fn child(args: &Args, s: &Scenario, mode: &str, out: &Path) -> Result<()> {
         eprintln!("{line}");
     }
     let mut run = log.summarise(mode, s);
+    if let Some(dir) = &args.samples {
+        let path = dir.join(format!("{mode}.csv"));
+        std::fs::write(&path, log.samples_csv(s)).with_context(|| format!("writing {}", path.display()))?;
+    }
     run.result.wall_s = started.elapsed().as_secs_f64();
     rt.shutdown_timeout(std::time::Duration::from_secs(5));
     if let Some(t) = node_processes {
@@ -271,6 +280,10 @@ fn parent(args: &Args, s: &Scenario) -> Result<()> {
         }
         if args.unshaped {
             cmd.arg("--unshaped");
+        }
+        if let Some(dir) = &args.samples {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            cmd.arg("--samples").arg(dir);
         }
         let status = cmd.status().with_context(|| format!("running mode {mode}"))?;
         ensure!(status.success(), "mode {mode} failed: {status}");

@@ -67,6 +67,10 @@ const MAX_FRAME: usize = 16 << 20;
 const REWATCH_AFTER: Duration = Duration::from_millis(200);
 /// The channel key's name in the publisher's keystore.
 const KEY_NAME: &str = "bench";
+/// Set to a log filter (`debug`, `shoal_node=trace`…) to give every node
+/// process that `SHOAL_LOG` and keep their directories, logs included,
+/// after the run; unset, nodes log warnings only and everything is removed.
+const NODE_LOG_ENV: &str = "SHOAL_BENCH_NODE_LOG";
 
 /// Seq → hash and length of each played segment.
 type Played = Arc<Mutex<HashMap<u64, (u64, usize)>>>;
@@ -141,7 +145,13 @@ pub(crate) struct ProcNode {
 impl ProcessMode {
     pub(crate) fn new(scenario: &Scenario, origin_mode: bool, bin: PathBuf) -> Result<Self> {
         ensure!(bin.exists(), "{} does not exist: build it with `cargo build --release -p shoal-cli`", bin.display());
-        let dir = tempfile::Builder::new().prefix("shoal-bench-procs-").tempdir()?;
+        let mut dir = tempfile::Builder::new().prefix("shoal-bench-procs-").tempdir()?;
+        if std::env::var_os(NODE_LOG_ENV).is_some() {
+            // Logs are wanted: keep every node's directory (and log) after
+            // the run.
+            dir.disable_cleanup(true);
+            eprintln!("{NODE_LOG_ENV} is set: node logs are kept under {}", dir.path().display());
+        }
         let http = reqwest::Client::builder().connect_timeout(API_TIMEOUT).build()?;
         Ok(Self {
             dir,
@@ -193,7 +203,7 @@ impl ProcessMode {
             .arg(&dir)
             .arg("--config")
             .arg(&config)
-            .env("SHOAL_LOG", "warn")
+            .env("SHOAL_LOG", std::env::var(NODE_LOG_ENV).unwrap_or_else(|_| "warn".to_owned()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -423,7 +433,10 @@ impl BenchNode for ProcNode {
             tracing::warn!(dir = %self.data_dir.display(), "a node did not stop within {STOP_TIMEOUT:?}; killed");
             let _ = self.child.kill().await;
         }
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if std::env::var_os(NODE_LOG_ENV).is_none() {
+            // Hundreds of RocksDB directories add up: free each as it goes.
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
         counters
     }
 }

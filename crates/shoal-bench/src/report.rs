@@ -4,7 +4,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use serde::{Deserialize, Serialize};
@@ -185,10 +185,50 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 impl RunLog {
     /// Computes the figures (CPU and RSS are filled in by the caller).
+    /// The (viewer, segment) pairs a run is judged on: published after the
+    /// viewer started and due while it was still there. Each comes with
+    /// its publish-to-verified time, or `None` if the viewer never
+    /// verified it.
+    fn counted_pairs(
+        &self,
+        v: &ViewerLog,
+        verified: &HashMap<u64, Instant>,
+        end: Instant,
+        target: Duration,
+    ) -> Vec<(u64, Option<Duration>)> {
+        let until = v.left.unwrap_or(end);
+        (0u64..)
+            .zip(&self.published)
+            .filter(|(_, at)| **at >= v.joined && **at + target <= until)
+            .map(|(seq, at)| (seq, verified.get(&seq).map(|t| t.saturating_duration_since(*at))))
+            .collect()
+    }
+
+    /// Every counted pair as CSV (`viewer,joined_ms,seq,latency_ms`, the
+    /// latency empty when never verified; `joined_ms` is the viewer's
+    /// start relative to the first publish): the raw samples behind the
+    /// percentiles of [`Self::summarise`].
+    pub(crate) fn samples_csv(&self, s: &Scenario) -> String {
+        let target = Duration::from_millis(s.target_latency_ms);
+        let end = self.ended.unwrap_or_else(Instant::now);
+        let mut out = String::from("viewer,joined_ms,seq,latency_ms\n");
+        let Some(first) = self.published.first().copied() else { return out };
+        for (i, v) in self.viewers.iter().enumerate() {
+            let verified = v.verified.lock().map(|m| m.clone()).unwrap_or_default();
+            let joined = v.joined.saturating_duration_since(first).as_millis() as i128
+                - first.saturating_duration_since(v.joined).as_millis() as i128;
+            for (seq, took) in self.counted_pairs(v, &verified, end, target) {
+                let ms = took.map(|t| format!("{:.1}", t.as_secs_f64() * 1000.0)).unwrap_or_default();
+                out.push_str(&format!("{i},{joined},{seq},{ms}\n"));
+            }
+        }
+        out
+    }
+
     pub(crate) fn summarise(&self, mode: &str, s: &Scenario) -> ModeRun {
         let seg_bytes = self.segment_bytes.unwrap_or(s.segment_bytes() as f64);
         let stream_bytes = self.published.len() as f64 * seg_bytes;
-        let target = std::time::Duration::from_millis(s.target_latency_ms);
+        let target = Duration::from_millis(s.target_latency_ms);
         let end = self.ended.unwrap_or_else(Instant::now);
         let first_publish = self.published.first().copied();
         let (mut pairs, mut on_time, mut unverified) = (0u64, 0u64, 0u64);
@@ -198,18 +238,12 @@ impl RunLog {
         let mut uploads = vec![self.publisher_upload as f64 / stream_bytes.max(1.0)];
         for v in &self.viewers {
             let verified = v.verified.lock().map(|m| m.clone()).unwrap_or_default();
-            let until = v.left.unwrap_or(end);
-            for (seq, at) in self.published.iter().enumerate() {
-                // Counted: published after the viewer started, due while it
-                // was still there.
-                if *at < v.joined || *at + target > until {
-                    continue;
-                }
+            for (_, took) in self.counted_pairs(v, &verified, end, target) {
                 pairs += 1;
-                match verified.get(&(seq as u64)) {
-                    Some(t) => {
-                        latency.push(t.duration_since(*at).as_secs_f64() * 1000.0);
-                        if t.duration_since(*at) <= target {
+                match took {
+                    Some(took) => {
+                        latency.push(took.as_secs_f64() * 1000.0);
+                        if took <= target {
                             on_time += 1;
                         }
                     }
