@@ -27,6 +27,7 @@ pub(crate) enum Command {
     Exchange { peer: PeerId, request: ExchangeRequest, reply: Reply<ExchangeResponse> },
     BlockAvailable(VerifiedBlock),
     Announce { channel: ChannelId, cids: Vec<BlockCid> },
+    AnnounceTo { peers: Vec<PeerId>, cids: Vec<BlockCid> },
     Head { peer: PeerId, channel: ChannelId, max: u32, reply: Reply<Vec<VerifiedManifest>> },
     Status(oneshot::Sender<NetStatus>),
     MeshPeers(ChannelId, oneshot::Sender<Vec<PeerId>>),
@@ -200,6 +201,17 @@ impl NetClient {
             return Ok(());
         }
         self.send(Command::Announce { channel, cids }).await
+    }
+
+    /// Announces blocks the node holds (HAVE) to these connected peers,
+    /// whatever their mesh, skipping blocks a peer is known to hold. Fire
+    /// and forget, and queued behind earlier commands: a HAVE sent before
+    /// [`Self::publish_manifest`] leaves before the manifest's gossip.
+    pub async fn announce_to(&self, peers: Vec<PeerId>, cids: Vec<BlockCid>) -> Result<(), NetError> {
+        if peers.is_empty() || cids.is_empty() {
+            return Ok(());
+        }
+        self.send(Command::AnnounceTo { peers, cids }).await
     }
 
     /// A block the node now holds: held wants for it are answered at once.

@@ -358,6 +358,13 @@ impl EventLoop {
             Command::Exchange { peer, request, reply } => self.send_exchange(peer, request, reply),
             Command::BlockAvailable(block) => self.block_available(block),
             Command::Announce { channel, cids } => self.announce(channel, &cids),
+            Command::AnnounceTo { peers, cids } => {
+                for peer in peers {
+                    if self.swarm.is_connected(&peer) {
+                        self.send_haves_to(peer, &cids);
+                    }
+                }
+            }
             Command::Head { peer, channel, max, reply } => self.send_head(peer, channel, max, reply),
             Command::Status(reply) => {
                 let routing_table = self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum();

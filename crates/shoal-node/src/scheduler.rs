@@ -19,6 +19,10 @@
 //! - **The origin is the last resort.** The publisher and providers are
 //!   ranked behind every relay; they are asked only when nobody else is known
 //!   to have or expect the block, or when a deadline is near.
+//! - **A HAVE may come before its manifest.** It is kept (bounded, briefly)
+//!   and makes its sender a holder when the segment is added: the publisher
+//!   tells its seeds this way, so a seed asks it and not a relay the
+//!   publisher refuses.
 //! - **Hedges near the deadline, or when a request is late.** A second peer
 //!   is asked for the same block inside the hedge window before its
 //!   deadline, or *early*: when an unheld want is still unanswered
@@ -40,6 +44,10 @@ use std::{
 };
 
 use shoal_core::{BlockCid, BlockRef};
+
+use self::early::EarlyHaves;
+
+mod early;
 
 /// Tunables. Defaults suit 1–2 s segments at a few Mbit/s.
 #[derive(Debug, Clone)]
@@ -205,6 +213,11 @@ struct PeerState {
     rate_bps: f64,
     stalls: u32,
     received_bytes: u64,
+    /// Its HAVEs that came before their manifest: a peer that has blocks
+    /// before we know they exist is ahead of our upstream (the publisher,
+    /// to its seeds), so a held want moves to it at once, not after
+    /// `switch_after`.
+    early_haves: u32,
 }
 
 /// Counters, for metrics and tests.
@@ -268,6 +281,10 @@ pub struct Scheduler<P> {
     /// Recently completed blocks, to recognise duplicates (bounded).
     done: VecDeque<BlockCid>,
     done_set: BTreeSet<BlockCid>,
+    /// HAVEs for blocks not tracked yet, applied when their segment is
+    /// added: the publisher tells its seeds it holds a new segment's blocks
+    /// just before it gossips the manifest, and that HAVE may overtake it.
+    early_haves: EarlyHaves<P>,
     actions: VecDeque<Action<P>>,
     stats: SchedulerStats,
 }
@@ -287,6 +304,7 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
             peers: HashMap::new(),
             done: VecDeque::new(),
             done_set: BTreeSet::new(),
+            early_haves: EarlyHaves::default(),
             actions: VecDeque::new(),
             stats: SchedulerStats::default(),
         }
@@ -323,6 +341,7 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
             rate_bps,
             stalls: 0,
             received_bytes: 0,
+            early_haves: 0,
         });
     }
 
@@ -380,6 +399,17 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
                 existing.seqs.push(seq);
                 continue;
             }
+            let (first_have, holders) = match self.early_haves.take(&b.cid, now) {
+                Some((at, peers)) => {
+                    for p in &peers {
+                        if let Some(ps) = self.peers.get_mut(p) {
+                            ps.early_haves = ps.early_haves.saturating_add(1);
+                        }
+                    }
+                    (Some(at), peers)
+                }
+                None => (None, Vec::new()),
+            };
             self.blocks.insert(
                 b.cid,
                 BlockState {
@@ -388,8 +418,8 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
                     size: b.size,
                     deadline,
                     added: now,
-                    first_have: None,
-                    holders: Vec::new(),
+                    first_have,
+                    holders,
                     requests: Vec::new(),
                     refused: BTreeMap::new(),
                 },
@@ -402,7 +432,13 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
     /// `peer` announced it holds `cid`.
     pub fn on_have(&mut self, peer: P, cid: BlockCid, now: Instant) {
         let max = self.cfg.max_holders_per_block;
-        let Some(b) = self.blocks.get_mut(&cid) else { return };
+        let Some(b) = self.blocks.get_mut(&cid) else {
+            // Not tracked: done already, or its manifest is on the way.
+            if !self.done_set.contains(&cid) {
+                self.early_haves.remember(peer, cid, max, now);
+            }
+            return;
+        };
         b.refused.remove(&peer);
         b.first_have.get_or_insert(now);
         if !b.holders.contains(&peer) && b.holders.len() < max {
@@ -593,14 +629,17 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
     fn maybe_switch(&mut self, cid: BlockCid, now: Instant) {
         let Some(b) = self.blocks.get(&cid) else { return };
         let [req] = b.requests.as_slice() else { return };
-        if b.holders.contains(&req.peer) || now.saturating_duration_since(req.sent) < self.cfg.switch_after {
+        if b.holders.contains(&req.peer) {
             return;
         }
         // Only to a clean holder: a peer that announces HAVE and stalls
-        // would otherwise take over every held want it sees.
-        let has_holder =
-            b.holders.iter().any(|h| self.rank(h, b, now).is_some_and(|(class, stalls, _)| class == 0 && stalls == 0));
-        if !has_holder {
+        // would otherwise take over every held want it sees. A holder that
+        // has sent HAVEs ahead of their manifests is ahead of the upstream,
+        // whose copy cannot be on its way yet: no wait for that one.
+        let clean = |h: &P| self.rank(h, b, now).is_some_and(|(class, stalls, _)| class == 0 && stalls == 0);
+        let ahead = |h: &P| self.peers.get(h).is_some_and(|p| p.early_haves > 0);
+        let waited = now.saturating_duration_since(req.sent) >= self.cfg.switch_after;
+        if !b.holders.iter().any(|h| clean(h) && (waited || ahead(h))) {
             return;
         }
         let size = u64::from(b.size);

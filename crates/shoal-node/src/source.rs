@@ -135,6 +135,27 @@ impl NodeSource {
         }
     }
 
+    /// The seeds now: the `origin_copies` longest-connected peers among
+    /// those that asked for one of our new blocks within `ACTIVE_WINDOW`.
+    fn current_seeds(&self, s: &mut Seeds, now: Instant) -> Vec<PeerId> {
+        s.last_request.retain(|_, t| now.duration_since(*t) < ACTIVE_WINDOW);
+        let mut active: Vec<(Instant, PeerId)> =
+            s.last_request.keys().map(|p| (s.connected_at.get(p).copied().unwrap_or(now), *p)).collect();
+        active.sort();
+        active.into_iter().take(self.origin_copies as usize).map(|(_, p)| p).collect()
+    }
+
+    /// The peers the first-copies gate serves new blocks to right now. The
+    /// publisher tells them it holds each new segment's blocks (a HAVE just
+    /// before the manifest's gossip): a seed whose gossip copy of the
+    /// manifest came through another viewer would otherwise hold its want
+    /// at that viewer, which the gate refuses, until the refusal expired
+    /// (~320 ms on ~1 in 3 segments, docs/benchmarks.md).
+    pub fn seeds(&self) -> Vec<PeerId> {
+        let Ok(mut s) = self.seeds.lock() else { return Vec::new() };
+        self.current_seeds(&mut s, Instant::now())
+    }
+
     /// Whether `peer` may have `cid` from us now.
     fn gate_allows(&self, peer: &PeerId, cid: &BlockCid) -> bool {
         let Ok(mut gates) = self.gates.lock() else { return true };
@@ -148,11 +169,7 @@ impl NodeSource {
         if s.last_request.len() < MAX_TRACKED_PEERS || s.last_request.contains_key(peer) {
             s.last_request.insert(*peer, now);
         }
-        s.last_request.retain(|_, t| now.duration_since(*t) < ACTIVE_WINDOW);
-        let mut active: Vec<(Instant, PeerId)> =
-            s.last_request.keys().map(|p| (s.connected_at.get(p).copied().unwrap_or(now), *p)).collect();
-        active.sort();
-        let is_seed = active.iter().take(self.origin_copies as usize).any(|(_, p)| p == peer);
+        let is_seed = self.current_seeds(&mut s, now).contains(peer);
         let allow = is_seed || (!gate.given && age >= SEED_WAIT);
         if allow {
             gate.given = true;
@@ -194,5 +211,34 @@ impl BlockSource for NodeSource {
             .latest_manifests(channel, max as usize)
             .map(|v| v.into_iter().filter_map(|m| SignedManifest::decode(&m.envelope).ok()).collect())
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_store::StoreConfig;
+
+    use super::*;
+
+    #[test]
+    fn seeds_are_the_longest_connected_active_askers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path(), &StoreConfig::default()).unwrap());
+        let source = NodeSource::new(store, 1, Duration::from_millis(1500));
+        let (old, young, idle) = (PeerId::random(), PeerId::random(), PeerId::random());
+        source.peer_connected(idle);
+        std::thread::sleep(Duration::from_millis(2));
+        source.peer_connected(old);
+        std::thread::sleep(Duration::from_millis(2));
+        source.peer_connected(young);
+        assert!(source.seeds().is_empty(), "nobody has asked for a new block yet");
+        let cid = BlockCid::of(b"new block");
+        source.published([cid]);
+        // Asking is what makes a peer active; the idle one never asks.
+        assert!(source.gate_allows(&old, &cid), "the older active asker is the seed");
+        assert!(!source.gate_allows(&young, &cid), "a younger asker is refused while the gate is young");
+        assert_eq!(source.seeds(), vec![old], "the connected-earliest idle peer is not a seed");
+        source.peer_disconnected(&old);
+        assert_eq!(source.seeds(), vec![young], "a seed that leaves is replaced at once");
     }
 }

@@ -91,17 +91,23 @@ impl EventLoop {
         let topic = IdentTopic::new(channel.topic()).hash();
         let mesh: Vec<PeerId> = self.swarm.behaviour().gossipsub.mesh_peers(&topic).copied().collect();
         for peer in mesh {
-            let haves: Vec<BlockCid> = cids.iter().filter(|c| !self.known.knows(&peer, c)).copied().collect();
-            let skipped = (cids.len() - haves.len()) as u64;
-            self.metrics.haves_suppressed.inc_by(skipped);
-            if haves.is_empty() || self.outbound_slot(peer).is_err() {
-                continue;
-            }
-            self.metrics.haves_announced.inc_by(haves.len() as u64);
-            let request = ExchangeRequest { haves, ..Default::default() };
-            let id = self.swarm.behaviour_mut().exchange.inner_mut().send_request(&peer, Inbound::Valid(request));
-            self.pending_exchange.insert(id, (peer, None));
+            self.send_haves_to(peer, cids);
         }
+    }
+
+    /// One fire-and-forget HAVE request to `peer` with those of `cids` it
+    /// is not known to hold.
+    pub(super) fn send_haves_to(&mut self, peer: PeerId, cids: &[BlockCid]) {
+        let haves: Vec<BlockCid> = cids.iter().filter(|c| !self.known.knows(&peer, c)).copied().collect();
+        let skipped = (cids.len() - haves.len()) as u64;
+        self.metrics.haves_suppressed.inc_by(skipped);
+        if haves.is_empty() || self.outbound_slot(peer).is_err() {
+            return;
+        }
+        self.metrics.haves_announced.inc_by(haves.len() as u64);
+        let request = ExchangeRequest { haves, ..Default::default() };
+        let id = self.swarm.behaviour_mut().exchange.inner_mut().send_request(&peer, Inbound::Valid(request));
+        self.pending_exchange.insert(id, (peer, None));
     }
 
     pub(super) fn send_head(

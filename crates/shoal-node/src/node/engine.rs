@@ -266,11 +266,12 @@ impl Engine {
                     return;
                 }
                 let now = Instant::now();
+                // Every channel's scheduler hears every HAVE: one for a block
+                // whose manifest has not arrived yet is kept (bounded) until
+                // it does.
                 for rt in self.channels.values_mut() {
                     for cid in &cids {
-                        if rt.block_seq.contains_key(cid) {
-                            rt.sched.on_have(peer, *cid, now);
-                        }
+                        rt.sched.on_have(peer, *cid, now);
                     }
                 }
                 self.drain_actions().await;
@@ -674,9 +675,13 @@ impl Engine {
         self.shared.store.store_segment(&verified, &blocks).map_err(|e| e.to_string())?;
         self.shared.source.published(blocks.iter().map(|b| b.cid()));
         self.rt(channel).complete += 1;
+        let cids: Vec<BlockCid> = blocks.iter().map(VerifiedBlock::cid).collect();
         for b in blocks {
             let _ = self.shared.net.block_available(b).await;
         }
+        // Seeds hear HAVE first, so they ask us even when another viewer's
+        // copy of the manifest reaches them first (NodeSource::seeds).
+        let _ = self.shared.net.announce_to(self.shared.source.seeds(), cids).await;
         if let Err(e) = self.shared.net.publish_manifest(channel, Bytes::from(verified.encode())).await {
             // No peers yet is normal for a fresh publisher: the segment is
             // stored and served to anyone who asks for the head.

@@ -2,7 +2,10 @@ use std::time::{Duration, Instant};
 
 use shoal_core::{BlockCid, BlockRef};
 
-use super::*;
+use super::{
+    early::{EARLY_HAVE_TTL, MAX_EARLY_HAVES},
+    *,
+};
 
 type P = &'static str;
 
@@ -645,4 +648,89 @@ fn a_plain_neighbour_waits_for_probe_after_while_the_upstream_holds() {
     drain(&mut s);
     s.tick(t0 + probe_after / 2);
     assert!(wants(&drain(&mut s)).is_empty(), "no probe while the upstream holds and HAVEs may come");
+}
+
+#[test]
+fn a_have_that_overtakes_its_manifest_is_used_when_the_segment_lands() {
+    // The publisher tells its seed it holds a new segment just before the
+    // manifest's gossip; the seed's copy of the manifest may come through
+    // another viewer ("up"), which the publisher's gate refuses. The seed
+    // must ask the publisher, not hold its wants at "up".
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.peer_connected("publisher", false);
+    s.peer_connected("up", false);
+    let bl = blocks(1, 2);
+    for b in &bl {
+        s.on_have("publisher", b.cid, t0);
+    }
+    assert!(wants(&drain(&mut s)).is_empty(), "no segment yet: nothing to ask");
+    s.add_segment(1, &bl, t0 + Duration::from_secs(3), Some("up"), none, t0 + Duration::from_millis(5));
+    let w = wants(&drain(&mut s));
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(w.iter().all(|(p, _)| *p == "publisher"), "the early HAVE's sender goes first: {w:?}");
+
+    // Without the early HAVE the same segment goes to the upstream.
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.peer_connected("publisher", false);
+    s.peer_connected("up", false);
+    s.add_segment(1, &bl, t0 + Duration::from_secs(3), Some("up"), none, t0);
+    assert!(wants(&drain(&mut s)).iter().all(|(p, _)| *p == "up"));
+}
+
+#[test]
+fn early_haves_expire_and_stay_bounded() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.peer_connected("early", false);
+    s.peer_connected("up", false);
+    let stale = blocks(1, 1);
+    s.on_have("early", stale[0].cid, t0);
+    // Its manifest comes after EARLY_HAVE_TTL: the HAVE is forgotten.
+    let late = t0 + EARLY_HAVE_TTL + Duration::from_millis(1);
+    s.add_segment(1, &stale, late + Duration::from_secs(3), Some("up"), none, late);
+    assert_eq!(wants(&drain(&mut s)), vec![("up", stale[0].cid)]);
+
+    // A flood of HAVEs for blocks that never come keeps at most
+    // MAX_EARLY_HAVES, oldest evicted first.
+    let mut s: Scheduler<P> = Scheduler::new(SchedulerConfig::default());
+    let flood: Vec<BlockCid> = (0..MAX_EARLY_HAVES as u32 + 10).map(|i| BlockCid::of(&i.to_le_bytes())).collect();
+    for c in &flood {
+        s.on_have("flooder", *c, t0);
+    }
+    assert_eq!(s.early_haves.len(), MAX_EARLY_HAVES);
+    assert!(!s.early_haves.contains(&flood[0]), "the oldest went first");
+    assert!(s.early_haves.contains(&flood[flood.len() - 1]));
+}
+
+#[test]
+fn a_peer_whose_haves_come_early_takes_a_held_want_at_once() {
+    let t0 = Instant::now();
+    let ms = |n: u64| t0 + Duration::from_millis(n);
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.peer_connected("publisher", false);
+    s.peer_connected("up", false);
+    s.peer_connected("sib", false);
+    // Segment 1: the publisher's HAVE came before the manifest.
+    let one = blocks(1, 1);
+    s.on_have("publisher", one[0].cid, t0);
+    s.add_segment(1, &one, ms(3000), Some("up"), none, ms(1));
+    assert_eq!(wants(&drain(&mut s)), vec![("publisher", one[0].cid)]);
+    s.on_block(&"publisher", one[0].cid, ms(5));
+    drain(&mut s);
+    // Segment 2: this time the manifest won the race and the want is held
+    // at "up". The publisher's HAVE right after moves it at once.
+    let two = blocks(2, 1);
+    s.add_segment(2, &two, ms(4000), Some("up"), none, ms(1000));
+    assert_eq!(wants(&drain(&mut s)), vec![("up", two[0].cid)]);
+    s.on_have("publisher", two[0].cid, ms(1002));
+    let a = drain(&mut s);
+    assert!(a.contains(&Action::Cancel { peer: "up", cid: two[0].cid }), "{a:?}");
+    assert_eq!(wants(&a), vec![("publisher", two[0].cid)]);
+    // A sibling that never announced early still waits out switch_after.
+    let three = blocks(3, 1);
+    s.add_segment(3, &three, ms(5000), Some("up"), none, ms(2000));
+    drain(&mut s);
+    s.on_have("sib", three[0].cid, ms(2002));
+    assert!(wants(&drain(&mut s)).is_empty(), "no early HAVEs from sib: the held want keeps its time");
 }
