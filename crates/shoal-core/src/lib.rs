@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod block;
+pub mod block_peers;
 pub mod chain;
 pub mod channel;
 pub mod cid;

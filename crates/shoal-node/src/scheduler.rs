@@ -43,11 +43,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use shoal_core::{BlockCid, BlockRef};
+use shoal_core::{BlockCid, BlockRef, block_peers::BlockPeers};
 
-use self::early::EarlyHaves;
-
-mod early;
+/// Most blocks with a HAVE that came before their manifest. A HAVE overtakes
+/// its manifest by milliseconds, so a few segments' worth is plenty; a peer
+/// that floods HAVEs for blocks that never come only evicts older entries.
+const MAX_EARLY_HAVES: usize = 1024;
+/// An early HAVE older than this is dropped: its manifest was not coming.
+const EARLY_HAVE_TTL: Duration = Duration::from_secs(2);
 
 /// Tunables. Defaults suit 1–2 s segments at a few Mbit/s.
 #[derive(Debug, Clone)]
@@ -284,7 +287,7 @@ pub struct Scheduler<P> {
     /// HAVEs for blocks not tracked yet, applied when their segment is
     /// added: the publisher tells its seeds it holds a new segment's blocks
     /// just before it gossips the manifest, and that HAVE may overtake it.
-    early_haves: EarlyHaves<P>,
+    early_haves: BlockPeers<P>,
     actions: VecDeque<Action<P>>,
     stats: SchedulerStats,
 }
@@ -304,7 +307,7 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
             peers: HashMap::new(),
             done: VecDeque::new(),
             done_set: BTreeSet::new(),
-            early_haves: EarlyHaves::default(),
+            early_haves: BlockPeers::new(MAX_EARLY_HAVES, EARLY_HAVE_TTL),
             actions: VecDeque::new(),
             stats: SchedulerStats::default(),
         }

@@ -2,10 +2,7 @@ use std::time::{Duration, Instant};
 
 use shoal_core::{BlockCid, BlockRef};
 
-use super::{
-    early::{EARLY_HAVE_TTL, MAX_EARLY_HAVES},
-    *,
-};
+use super::*;
 
 type P = &'static str;
 
