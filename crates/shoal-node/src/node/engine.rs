@@ -265,6 +265,7 @@ impl Engine {
                 if !Self::fetches_from(self.origin_only, &peer) {
                     return;
                 }
+                tracing::trace!(%peer, n = cids.len(), first = ?cids.first(), "HAVE heard");
                 let now = Instant::now();
                 // Every channel's scheduler hears every HAVE: one for a block
                 // whose manifest has not arrived yet is kept (bounded) until
@@ -406,6 +407,7 @@ impl Engine {
                 return;
             }
         };
+        tracing::trace!(%peer, %cid, blocks = resp.blocks.len(), haves = resp.haves.len(), dont_haves = resp.dont_haves.len(), "want answered");
         let mut got = false;
         for block in resp.blocks {
             got |= block.cid() == cid;
@@ -510,6 +512,7 @@ impl Engine {
         let net = self.shared.net.clone();
         let tx = self.fetch_tx.clone();
         let hold_ms = hold.as_millis().min(u128::from(shoal_core::limits::MAX_HOLD_MS)) as u32;
+        tracing::trace!(%peer, %cid, hold_ms, "want sent");
         self.shared.tasks.spawn(async move {
             // The network has its own request timeout; this outer bound
             // guarantees the scheduler always hears back.
