@@ -12,9 +12,13 @@ use crate::{
     block::VerifiedBlock,
     limits::{
         MAX_EXCHANGE_ENTRIES, MAX_EXCHANGE_REQUEST_BYTES, MAX_EXCHANGE_RESPONSE_BYTES, MAX_HEAD_MANIFESTS,
-        MAX_HEAD_RESPONSE_BYTES, MAX_HOLD_MS,
+        MAX_HEAD_RESPONSE_BYTES, MAX_HOLD_MS, MAX_PEER_ID_BYTES, MAX_REDIRECTS,
     },
 };
+
+/// Multihash codes a libp2p peer id may use: identity (small keys inline,
+/// as ed25519) and sha2-256 (larger keys hashed).
+const PEER_ID_HASHES: [u64; 2] = [0x00, 0x12];
 
 /// Why a wire message was refused. Any of these from a peer is a protocol
 /// violation and costs the peer score.
@@ -94,6 +98,9 @@ pub struct ExchangeRequest {
     pub cancels: Vec<BlockCid>,
     /// Blocks the sender now holds.
     pub haves: Vec<BlockCid>,
+    /// The `haves` are blocks the sender just published and will serve the
+    /// receiver first (the receiver is one of its seeds).
+    pub first_copies: bool,
 }
 
 impl ExchangeRequest {
@@ -120,7 +127,7 @@ impl ExchangeRequest {
                 hold_ms: w.hold_ms.min(MAX_HOLD_MS),
             });
         }
-        Ok(Self { wants, cancels: cids(WHAT, &m.cancels)?, haves: cids(WHAT, &m.haves)? })
+        Ok(Self { wants, cancels: cids(WHAT, &m.cancels)?, haves: cids(WHAT, &m.haves)?, first_copies: m.first_copies })
     }
 
     /// Wire encoding.
@@ -142,6 +149,7 @@ impl ExchangeRequest {
                 .collect(),
             cancels: self.cancels.iter().map(b).collect(),
             haves: self.haves.iter().map(b).collect(),
+            first_copies: self.first_copies,
         }
         .encode_to_vec()
     }
@@ -157,8 +165,30 @@ pub struct ExchangeResponse {
     pub haves: Vec<BlockCid>,
     /// Blocks the peer does not have.
     pub dont_haves: Vec<BlockCid>,
+    /// Peers (binary libp2p peer ids) that hold or are being given the
+    /// `dont_haves`: a publisher's first-copies gate names its seeds. At most
+    /// [`MAX_REDIRECTS`]; each is checked to be a well-formed peer-id
+    /// multihash, not that the peer exists.
+    pub redirects: Vec<Bytes>,
     /// CIDs whose bytes did not verify (never stored; penalise the sender).
     pub bad_blocks: Vec<BlockCid>,
+}
+
+/// Checks that `raw` is shaped like a libp2p peer id: one whole multihash,
+/// identity or sha2-256, at most [`MAX_PEER_ID_BYTES`].
+fn check_peer_id(what: &'static str, raw: &[u8]) -> Result<(), WireError> {
+    if raw.len() > MAX_PEER_ID_BYTES {
+        return Err(malformed(
+            what,
+            format!("a redirect is {} bytes; a peer id is at most {MAX_PEER_ID_BYTES}", raw.len()),
+        ));
+    }
+    let mut rest = raw;
+    let mh = multihash::Multihash::<64>::read(&mut rest).map_err(|e| malformed(what, format!("a redirect: {e}")))?;
+    if !rest.is_empty() || !PEER_ID_HASHES.contains(&mh.code()) {
+        return Err(malformed(what, "a redirect is not a peer id (an identity or sha2-256 multihash)"));
+    }
+    Ok(())
 }
 
 impl ExchangeResponse {
@@ -171,7 +201,22 @@ impl ExchangeResponse {
         if count > MAX_EXCHANGE_ENTRIES {
             return Err(WireError::TooMany { what: WHAT, count, limit: MAX_EXCHANGE_ENTRIES });
         }
-        let mut out = Self { haves: cids(WHAT, &m.haves)?, dont_haves: cids(WHAT, &m.dont_haves)?, ..Self::default() };
+        if m.redirects.len() > MAX_REDIRECTS {
+            return Err(WireError::TooMany {
+                what: "exchange response redirects",
+                count: m.redirects.len(),
+                limit: MAX_REDIRECTS,
+            });
+        }
+        for r in &m.redirects {
+            check_peer_id(WHAT, r)?;
+        }
+        let mut out = Self {
+            haves: cids(WHAT, &m.haves)?,
+            dont_haves: cids(WHAT, &m.dont_haves)?,
+            redirects: m.redirects,
+            ..Self::default()
+        };
         for b in m.blocks {
             let cid = BlockCid::from_bytes(&b.cid).map_err(|e| malformed(WHAT, e))?;
             match VerifiedBlock::verify(cid, b.data) {
@@ -189,6 +234,7 @@ impl ExchangeResponse {
             blocks: self.blocks.iter().map(|v| pb::Block { cid: b(&v.cid()), data: v.data().clone() }).collect(),
             haves: self.haves.iter().map(b).collect(),
             dont_haves: self.dont_haves.iter().map(b).collect(),
+            redirects: self.redirects.clone(),
         }
         .encode_to_vec()
     }
@@ -269,13 +315,15 @@ mod tests {
         #[test]
         fn request_round_trip(wants in prop::collection::vec((arb_cid(), any::<bool>(), any::<bool>(), 0u32..=MAX_HOLD_MS), 0..50),
                               cancels in prop::collection::vec(arb_cid(), 0..20),
-                              haves in prop::collection::vec(arb_cid(), 0..20)) {
+                              haves in prop::collection::vec(arb_cid(), 0..20),
+                              first_copies in any::<bool>()) {
             let req = ExchangeRequest {
                 wants: wants.into_iter().map(|(cid, b, d, hold_ms)| Want {
                     cid, kind: if b { WantKind::Block } else { WantKind::Have }, send_dont_have: d, hold_ms,
                 }).collect(),
                 cancels,
                 haves,
+                first_copies,
             };
             prop_assert_eq!(ExchangeRequest::decode(&req.encode()).unwrap(), req);
         }
@@ -327,5 +375,37 @@ mod tests {
         assert!(matches!(ExchangeRequest::decode(&raw.encode_to_vec()), Err(WireError::Malformed { .. })));
         raw.wants[0].r#type = 0;
         assert_eq!(ExchangeRequest::decode(&raw.encode_to_vec()).unwrap().wants[0].hold_ms, MAX_HOLD_MS);
+    }
+
+    #[test]
+    fn redirects_must_be_few_well_formed_peer_ids() {
+        // An ed25519 libp2p peer id: identity multihash (0x00, length 36) of
+        // the protobuf public key.
+        let mut ed = vec![0x00, 36, 0x08, 0x01, 0x12, 0x20];
+        ed.extend_from_slice(&[7u8; 32]);
+        // A sha2-256 peer id (keys over 42 bytes are hashed).
+        let mut sha = vec![0x12, 32];
+        sha.extend_from_slice(&[9u8; 32]);
+        let ok = ExchangeResponse {
+            dont_haves: vec![BlockCid::of(b"x")],
+            redirects: vec![Bytes::from(ed.clone()), Bytes::from(sha.clone())],
+            ..Default::default()
+        };
+        assert_eq!(ExchangeResponse::decode(&ok.encode()).unwrap(), ok);
+
+        let with = |redirects: Vec<Vec<u8>>| {
+            let r =
+                ExchangeResponse { redirects: redirects.into_iter().map(Bytes::from).collect(), ..Default::default() };
+            ExchangeResponse::decode(&r.encode())
+        };
+        assert!(matches!(with(vec![ed.clone(); MAX_REDIRECTS + 1]), Err(WireError::TooMany { .. })));
+        assert!(with(vec![ed.clone(); MAX_REDIRECTS]).is_ok());
+        let mut trailing = sha.clone();
+        trailing.push(0);
+        let mut sha1 = sha.clone();
+        sha1[0] = 0x11; // sha1: not a peer-id hash
+        for bad in [vec![], vec![0xff; 3], trailing, sha1, vec![0x00; MAX_PEER_ID_BYTES + 1]] {
+            assert!(matches!(with(vec![bad.clone()]), Err(WireError::Malformed { .. })), "{bad:?} accepted");
+        }
     }
 }

@@ -22,6 +22,14 @@ pub const MAX_TEXT_BYTES: usize = 512;
 /// asking for more than a few segments' worth at once is flooding.
 pub const MAX_EXCHANGE_ENTRIES: usize = 512;
 
+/// Most peers one exchange response may name as `redirects`: a publisher
+/// names its seeds, and `origin_copies` is a handful at most.
+pub const MAX_REDIRECTS: usize = 4;
+
+/// Longest peer id in a redirect, in bytes: a multihash of at most 64 bytes
+/// of digest (an identity-hashed ed25519 key is 38 bytes).
+pub const MAX_PEER_ID_BYTES: usize = 66;
+
 /// Largest exchange response frame: a few blocks per response keeps head-of-
 /// line blocking short while amortising the request round trip.
 pub const MAX_EXCHANGE_RESPONSE_BYTES: usize = 4 * 1024 * 1024;

@@ -203,9 +203,10 @@ impl NetClient {
         self.send(Command::Announce { channel, cids }).await
     }
 
-    /// Announces blocks the node holds (HAVE) to these connected peers,
-    /// whatever their mesh, skipping blocks a peer is known to hold. Fire
-    /// and forget, and queued behind earlier commands: a HAVE sent before
+    /// Announces blocks the node just published (HAVE, marked
+    /// `first_copies`) to these connected peers, its seeds, whatever their
+    /// mesh, skipping blocks a peer is known to hold. Fire and forget, and
+    /// queued behind earlier commands: a HAVE sent before
     /// [`Self::publish_manifest`] leaves before the manifest's gossip.
     pub async fn announce_to(&self, peers: Vec<PeerId>, cids: Vec<BlockCid>) -> Result<(), NetError> {
         if peers.is_empty() || cids.is_empty() {

@@ -85,6 +85,10 @@ pub enum NetEvent {
         peer: PeerId,
         /// The blocks.
         cids: Vec<BlockCid>,
+        /// The peer says it just published them and will serve us first
+        /// (we are one of its seeds). A claim, not a proof: any peer can
+        /// set it.
+        first_copies: bool,
     },
     /// A DHT provider lookup for a joined channel finished.
     ProvidersFound {

@@ -361,7 +361,7 @@ impl EventLoop {
             Command::AnnounceTo { peers, cids } => {
                 for peer in peers {
                     if self.swarm.is_connected(&peer) {
-                        self.send_haves_to(peer, &cids);
+                        self.send_haves_to(peer, &cids, true);
                     }
                 }
             }

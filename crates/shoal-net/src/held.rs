@@ -12,7 +12,11 @@ use std::{
 };
 
 use libp2p::PeerId;
-use shoal_core::{BlockCid, VerifiedBlock, exchange::ExchangeResponse, limits::MAX_EXCHANGE_RESPONSE_BYTES};
+use shoal_core::{
+    BlockCid, VerifiedBlock,
+    exchange::ExchangeResponse,
+    limits::{MAX_EXCHANGE_RESPONSE_BYTES, MAX_REDIRECTS},
+};
 
 /// Protobuf framing per entry (tag, length, CID) on top of a block's bytes;
 /// generous so the encoded response never exceeds the frame cap.
@@ -56,6 +60,22 @@ impl ResponseBuilder {
     pub(crate) fn push_dont_have(&mut self, cid: BlockCid) {
         self.bytes += ENTRY_OVERHEAD;
         self.response.dont_haves.push(cid);
+    }
+
+    /// Names peers that hold or are being given the DONT_HAVE blocks (a
+    /// first-copies gate's seeds). Duplicates collapse; past
+    /// [`MAX_REDIRECTS`] the rest are dropped, as a decoder would refuse them.
+    pub(crate) fn push_redirects(&mut self, peers: impl IntoIterator<Item = PeerId>) {
+        for p in peers {
+            let raw = bytes::Bytes::from(p.to_bytes());
+            if self.response.redirects.len() >= MAX_REDIRECTS {
+                return;
+            }
+            if !self.response.redirects.contains(&raw) {
+                self.bytes += raw.len() + ENTRY_OVERHEAD;
+                self.response.redirects.push(raw);
+            }
+        }
     }
 }
 
@@ -179,6 +199,23 @@ impl<R> HeldWants<R> {
     /// The peer cancelled these wants. Responses left with nothing
     /// outstanding are returned (with whatever they gathered).
     pub(crate) fn cancel(&mut self, peer: &PeerId, cids: &[BlockCid]) -> (usize, Vec<(PeerId, R, ExchangeResponse)>) {
+        self.drop_wants(peer, cids, false)
+    }
+
+    /// We are about to ask `peer` for these blocks ourselves, so any of its
+    /// wants we hold for them wait on a block we can only get from it (or
+    /// past it): a wait cycle that only a hold expiry would end. They are
+    /// answered DONT_HAVE now (if asked), so the peer fetches elsewhere.
+    pub(crate) fn refuse(&mut self, peer: &PeerId, cids: &[BlockCid]) -> (usize, Vec<(PeerId, R, ExchangeResponse)>) {
+        self.drop_wants(peer, cids, true)
+    }
+
+    fn drop_wants(
+        &mut self,
+        peer: &PeerId,
+        cids: &[BlockCid],
+        dont_have: bool,
+    ) -> (usize, Vec<(PeerId, R, ExchangeResponse)>) {
         let mut cancelled = 0;
         let mut ready = Vec::new();
         for cid in cids {
@@ -189,7 +226,14 @@ impl<R> HeldWants<R> {
                     continue;
                 }
                 let before = p.outstanding.len();
-                p.outstanding.retain(|w| w.cid != *cid);
+                let mut answer = false;
+                p.outstanding.retain(|w| {
+                    answer |= w.cid == *cid && w.send_dont_have;
+                    w.cid != *cid
+                });
+                if dont_have && answer {
+                    p.builder.push_dont_have(*cid);
+                }
                 let n = before - p.outstanding.len();
                 cancelled += n;
                 self.release(*peer, n);
@@ -363,6 +407,28 @@ mod tests {
         assert!(ready[0].2.blocks.is_empty());
         let ready = h.block_arrived(&blk);
         assert_eq!(ready.len(), 1);
+        assert_eq!(ready[0].1, "b");
+        assert_eq!(h.len(), 0);
+    }
+
+    /// Asking a peer for a block we hold its want for answers that want
+    /// DONT_HAVE at once (a wait cycle); a cancel answers nothing.
+    #[test]
+    fn refuse_answers_dont_have_only_to_that_peer() {
+        let now = Instant::now();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let mut h = HeldWants::new(4, 8);
+        let (blk, w) = want(b"x", now + Duration::from_secs(5));
+        let (_, other) = want(b"y", now + Duration::from_secs(5));
+        h.hold(a, "a", ResponseBuilder::default(), vec![w, other]);
+        h.hold(b, "b", ResponseBuilder::default(), vec![w]);
+        let (n, ready) = h.refuse(&a, &[w.cid]);
+        assert_eq!((n, ready.len()), (1, 0), "a's request still waits for its other block");
+        let (n, ready) = h.refuse(&a, &[other.cid]);
+        assert_eq!((n, ready.len()), (1, 1));
+        assert_eq!(ready[0].2.dont_haves, vec![w.cid, other.cid], "both refused blocks answered DONT_HAVE");
+        let ready = h.block_arrived(&blk);
+        assert_eq!(ready.len(), 1, "b's hold is untouched");
         assert_eq!(ready[0].1, "b");
         assert_eq!(h.len(), 0);
     }

@@ -69,6 +69,7 @@ pub struct NetMetrics {
     pub(crate) held_wants_expired: Counter,
     pub(crate) held_wants_refused: Counter,
     pub(crate) held_wants_cancelled: Counter,
+    pub(crate) held_wants_cycles: Counter,
     pub(crate) rate_limited: Counter,
     pub(crate) ping_closed: Counter,
     pub(crate) connections_refused: Counter,
@@ -104,6 +105,7 @@ impl NetMetrics {
             held_wants_expired: Counter::default(),
             held_wants_refused: Counter::default(),
             held_wants_cancelled: Counter::default(),
+            held_wants_cycles: Counter::default(),
             rate_limited: Counter::default(),
             ping_closed: Counter::default(),
             connections_refused: Counter::default(),
@@ -135,6 +137,11 @@ impl NetMetrics {
         r.register("held_wants_expired", "Held wants that expired", m.held_wants_expired.clone());
         r.register("held_wants_refused", "Wants not held because a cap was reached", m.held_wants_refused.clone());
         r.register("held_wants_cancelled", "Held wants cancelled by the peer", m.held_wants_cancelled.clone());
+        r.register(
+            "held_wants_cycles",
+            "Held wants answered DONT_HAVE because we asked their peer for the same block (a wait cycle)",
+            m.held_wants_cycles.clone(),
+        );
         r.register("rate_limited", "Inbound requests or blocks refused by a rate cap", m.rate_limited.clone());
         r.register("ping_closed", "Connections closed because a liveness ping went unanswered", m.ping_closed.clone());
         r.register(
@@ -273,6 +280,7 @@ impl NetMetrics {
             held_wants_expired: self.held_wants_expired.get(),
             held_wants_refused: self.held_wants_refused.get(),
             held_wants_cancelled: self.held_wants_cancelled.get(),
+            held_wants_cycles: self.held_wants_cycles.get(),
             rate_limited: self.rate_limited.get(),
             connections_refused: self.connections_refused.get(),
             streams_refused: self.streams_refused.get(),
@@ -399,6 +407,9 @@ pub struct MetricsSnapshot {
     pub held_wants_refused: u64,
     /// Held wants cancelled.
     pub held_wants_cancelled: u64,
+    /// Held wants answered DONT_HAVE at once because we sent their peer a
+    /// want for the same block: it was waiting on us while we wait on it.
+    pub held_wants_cycles: u64,
     /// Events dropped because the consumer was slow.
     pub events_dropped: u64,
     /// Inbound requests (or blocks in them) refused by a rate cap.

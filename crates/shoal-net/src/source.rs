@@ -23,6 +23,14 @@ pub trait BlockSource: Send + Sync + 'static {
         self.get_block(cid)
     }
 
+    /// Peers to name when `get_block_for` refused `peer` a block this node
+    /// holds: where the block went instead (a publisher's seeds), so the
+    /// peer asks one of them rather than probing. The default names nobody.
+    fn redirect(&self, peer: &libp2p::PeerId, cid: &BlockCid) -> Vec<libp2p::PeerId> {
+        let _ = (peer, cid);
+        Vec::new()
+    }
+
     /// Whether this node holds the block, without reading it (for want-have).
     fn has_block(&self, cid: &BlockCid) -> bool {
         self.get_block(cid).is_some()

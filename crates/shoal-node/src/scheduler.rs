@@ -19,6 +19,12 @@
 //! - **The origin is the last resort.** The publisher and providers are
 //!   ranked behind every relay; they are asked only when nobody else is known
 //!   to have or expect the block, or when a deadline is near.
+//! - **A refusal may name where the block went.** The publisher's
+//!   first-copies gate refuses all but its seeds and names them in the
+//!   DONT_HAVE; a redirect from the block's upstream makes those peers rank
+//!   and hold like the upstream (for at most `redirect_hold`), so a refused
+//!   first-hop viewer waits at a seed instead of probing neighbours one
+//!   DONT_HAVE at a time.
 //! - **A HAVE may come before its manifest.** It is kept (bounded, briefly)
 //!   and makes its sender a holder when the segment is added: the publisher
 //!   tells its seeds this way, so a seed asks it and not a relay the
@@ -51,6 +57,8 @@ use shoal_core::{BlockCid, BlockRef, block_peers::BlockPeers};
 const MAX_EARLY_HAVES: usize = 1024;
 /// An early HAVE older than this is dropped: its manifest was not coming.
 const EARLY_HAVE_TTL: Duration = Duration::from_secs(2);
+/// Most redirect targets kept per block (the wire allows 4 per response).
+const MAX_REDIRECTS_PER_BLOCK: usize = 4;
 
 /// Tunables. Defaults suit 1–2 s segments at a few Mbit/s.
 #[derive(Debug, Clone)]
@@ -82,6 +90,11 @@ pub struct SchedulerConfig {
     /// lower latency behind slow relays, longer means less churn (the held
     /// peer is usually about to receive the block).
     pub switch_after: Duration,
+    /// How long a peer the upstream redirected us to (a publisher's seed)
+    /// may hold our want. Shorter than `max_hold`: the seed is normally a
+    /// round trip from the block, and if its own want waits on us (its
+    /// manifest came through us) the short hold is what breaks the cycle.
+    pub redirect_hold: Duration,
     /// A block nobody announced and no upstream offers is probed at plain
     /// neighbours (without a hold) only after this long, or near its
     /// deadline; until then HAVEs are awaited.
@@ -122,6 +135,7 @@ impl Default for SchedulerConfig {
             stall_limit: 3,
             refuse_ttl: Duration::from_millis(300),
             switch_after: Duration::from_millis(250),
+            redirect_hold: Duration::from_millis(1000),
             probe_after: Duration::from_millis(500),
             stall_hedge_after: Duration::from_millis(200),
             spread_wait: Duration::from_millis(50),
@@ -200,6 +214,9 @@ struct BlockState<P> {
     holders: Vec<P>,
     requests: Vec<Request<P>>,
     refused: BTreeMap<P, Instant>,
+    /// Peers the segment's upstream named when it refused this block (a
+    /// publisher's seeds): ranked and held like the upstream.
+    redirects: Vec<P>,
 }
 
 #[derive(Debug)]
@@ -425,6 +442,7 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
                     holders,
                     requests: Vec::new(),
                     refused: BTreeMap::new(),
+                    redirects: Vec::new(),
                 },
             );
             self.pending.insert((deadline, b.cid));
@@ -462,6 +480,24 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
             self.pending.insert((b.deadline, cid));
         }
         self.dispatch(now);
+    }
+
+    /// `peer` says it just published `cid` and will serve us first (a
+    /// publisher's HAVE to its seeds, `first_copies` on the wire). Like
+    /// [`Self::on_have`], and the peer counts as *ahead* (as if its HAVE had
+    /// come before the manifest): a want held at the relay the manifest
+    /// came through moves to it at once. Timing alone cannot tell: on a
+    /// busy host the publisher's HAVE, on a fresh stream, often lands a few
+    /// ms after a manifest relayed over two or three open gossip streams,
+    /// and that relay chain can wait on this very seed (redirects), a cycle
+    /// only `switch_after` broke (~270 ms on the segment).
+    pub fn on_first_copy_have(&mut self, peer: P, cid: BlockCid, now: Instant) {
+        if self.blocks.contains_key(&cid)
+            && let Some(ps) = self.peers.get_mut(&peer)
+        {
+            ps.early_haves = ps.early_haves.saturating_add(1);
+        }
+        self.on_have(peer, cid, now);
     }
 
     /// A verified block arrived from `peer`.
@@ -560,6 +596,28 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
             self.pending.insert((b.deadline, cid));
         }
         self.dispatch(now);
+    }
+
+    /// `from` refused `cid` and named `to` as peers that hold or are being
+    /// given it (a publisher's first-copies gate names its seeds). Honoured
+    /// only from the block's upstream, the peer already trusted to hold our
+    /// want, and only for connected peers: each is then ranked and held like
+    /// an upstream, so a refused first-hop viewer waits at a seed instead of
+    /// probing neighbours that do not have the block yet. Call before
+    /// [`Self::on_dont_have`], which re-plans the block.
+    pub fn on_redirect(&mut self, from: &P, cid: BlockCid, to: impl IntoIterator<Item = P>) {
+        let Some(b) = self.blocks.get_mut(&cid) else { return };
+        if self.upstream.get(&b.seq) != Some(from) {
+            return;
+        }
+        for p in to {
+            if b.redirects.len() >= MAX_REDIRECTS_PER_BLOCK {
+                break;
+            }
+            if p != *from && self.peers.contains_key(&p) && !b.redirects.contains(&p) {
+                b.redirects.push(p);
+            }
+        }
     }
 
     /// `peer` does not have `cid` (DONT_HAVE, an error, or a refused request).
@@ -702,7 +760,8 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
     /// Ranks a candidate for a block: lower is better, `None` if it cannot
     /// take another request now. Classes: 0 a relay that announced HAVE;
     /// 1 the segment's upstream (closest to the publisher, even when it is
-    /// the publisher: first-hop nodes have no one else); 2 another channel
+    /// the publisher: first-hop nodes have no one else) or a peer it
+    /// redirected us to; 2 another channel
     /// neighbour (it holds our want until it has the block); 3 a relay that
     /// stalled too often; 4 an origin. Within a class, fewest stalls, then
     /// least expected finish: after one stall a peer is asked only when no
@@ -715,7 +774,7 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
         {
             return None;
         }
-        let upstream = self.upstream.get(&b.seq) == Some(peer);
+        let upstream = self.upstream.get(&b.seq) == Some(peer) || b.redirects.contains(peer);
         let class = if p.stalls >= self.cfg.stall_limit {
             if p.origin { 4 } else { 3 }
         } else if upstream {
@@ -814,9 +873,13 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
                 bucket.charge(size as f64, now);
             }
             // Only the upstream (one hop closer to the publisher on the
-            // acyclic gossip tree) holds our want; anyone else answers now.
+            // acyclic gossip tree) holds our want, and, briefly, a peer it
+            // redirected us to; anyone else answers now.
+            let remaining = b.deadline.saturating_duration_since(now);
             let hold = if self.upstream.get(&b.seq) == Some(&peer) {
-                b.deadline.saturating_duration_since(now).min(self.cfg.max_hold)
+                remaining.min(self.cfg.max_hold)
+            } else if b.redirects.contains(&peer) {
+                remaining.min(self.cfg.redirect_hold)
             } else {
                 Duration::ZERO
             };

@@ -193,6 +193,16 @@ impl BlockSource for NodeSource {
         VerifiedBlock::verify(*cid, bytes).ok()
     }
 
+    fn redirect(&self, peer: &PeerId, cid: &BlockCid) -> Vec<PeerId> {
+        // Only for our own young blocks: past the grace anyone is served.
+        let gated =
+            self.gates.lock().is_ok_and(|g| g.map.get(cid).is_some_and(|g| g.published.elapsed() < self.origin_grace));
+        if !gated {
+            return Vec::new();
+        }
+        self.seeds().into_iter().filter(|s| s != peer).collect()
+    }
+
     fn has_block(&self, cid: &BlockCid) -> bool {
         self.store.has_block(cid).unwrap_or(false)
     }
@@ -238,6 +248,9 @@ mod tests {
         assert!(source.gate_allows(&old, &cid), "the older active asker is the seed");
         assert!(!source.gate_allows(&young, &cid), "a younger asker is refused while the gate is young");
         assert_eq!(source.seeds(), vec![old], "the connected-earliest idle peer is not a seed");
+        assert_eq!(source.redirect(&young, &cid), vec![old], "a refused asker is told where the block went");
+        assert!(source.redirect(&old, &cid).is_empty(), "a seed is not redirected to itself");
+        assert!(source.redirect(&young, &BlockCid::of(b"not ours")).is_empty(), "only gated blocks redirect");
         source.peer_disconnected(&old);
         assert_eq!(source.seeds(), vec![young], "a seed that leaves is replaced at once");
     }

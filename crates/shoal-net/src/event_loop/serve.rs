@@ -79,6 +79,21 @@ impl EventLoop {
             let _ = reply.send(Err(e));
             return;
         }
+        // Wanting a block from `peer` means we lack it: a want of its for the
+        // same block that we hold is a wait cycle (a publisher's seed whose
+        // manifest came through us, now redirected to it). Free it at once.
+        let asked: Vec<BlockCid> = request.wants.iter().filter(|w| w.kind == WantKind::Block).map(|w| w.cid).collect();
+        if !asked.is_empty() && self.held.len_for(&peer) > 0 {
+            let (n, ready) = self.held.refuse(&peer, &asked);
+            if n > 0 {
+                tracing::trace!(%peer, n, "held wants released: we asked that peer for the same blocks");
+                self.metrics.held_wants_cycles.inc_by(n as u64);
+                self.metrics.held_wants.set(self.held.len() as i64);
+            }
+            for (p, ch, resp) in ready {
+                self.respond(p, ch, resp);
+            }
+        }
         let id = self.swarm.behaviour_mut().exchange.inner_mut().send_request(&peer, Inbound::Valid(request));
         self.pending_exchange.insert(id, (peer, Some(reply)));
     }
@@ -91,13 +106,14 @@ impl EventLoop {
         let topic = IdentTopic::new(channel.topic()).hash();
         let mesh: Vec<PeerId> = self.swarm.behaviour().gossipsub.mesh_peers(&topic).copied().collect();
         for peer in mesh {
-            self.send_haves_to(peer, cids);
+            self.send_haves_to(peer, cids, false);
         }
     }
 
     /// One fire-and-forget HAVE request to `peer` with those of `cids` it
-    /// is not known to hold.
-    pub(super) fn send_haves_to(&mut self, peer: PeerId, cids: &[BlockCid]) {
+    /// is not known to hold; `first_copies` marks them as blocks we just
+    /// published and will serve it first (it is one of our seeds).
+    pub(super) fn send_haves_to(&mut self, peer: PeerId, cids: &[BlockCid], first_copies: bool) {
         let haves: Vec<BlockCid> = cids.iter().filter(|c| !self.known.knows(&peer, c)).copied().collect();
         let skipped = (cids.len() - haves.len()) as u64;
         self.metrics.haves_suppressed.inc_by(skipped);
@@ -105,7 +121,7 @@ impl EventLoop {
             return;
         }
         self.metrics.haves_announced.inc_by(haves.len() as u64);
-        let request = ExchangeRequest { haves, ..Default::default() };
+        let request = ExchangeRequest { haves, first_copies, ..Default::default() };
         let id = self.swarm.behaviour_mut().exchange.inner_mut().send_request(&peer, Inbound::Valid(request));
         self.pending_exchange.insert(id, (peer, None));
     }
@@ -167,7 +183,7 @@ impl EventLoop {
         }
         if !request.haves.is_empty() {
             self.known.record(peer, request.haves.iter().copied());
-            self.emit(NetEvent::PeerHaves { peer, cids: request.haves });
+            self.emit(NetEvent::PeerHaves { peer, cids: request.haves, first_copies: request.first_copies });
         }
         let mut upload_ok = self.upload_ready(peer, now);
         let mut builder = ResponseBuilder::default();
@@ -204,6 +220,7 @@ impl EventLoop {
                         });
                     } else if w.send_dont_have {
                         builder.push_dont_have(w.cid);
+                        builder.push_redirects(self.source.redirect(&peer, &w.cid));
                     }
                 }
             }

@@ -87,6 +87,29 @@ async fn held_want_is_answered_when_the_block_arrives() {
     net.shutdown().await;
 }
 
+/// A refused want-block names where the block went: the source's redirect
+/// peers travel in the DONT_HAVE response, capped at MAX_REDIRECTS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_carries_the_sources_redirects() {
+    let net = pair(|_, _| {}).await;
+    let (server, client) = (&net.nodes[0], &net.nodes[1]);
+    let (gated, plain) = (block("gated"), block("plain"));
+    let seeds: Vec<PeerId> = (0..shoal_core::limits::MAX_REDIRECTS + 2).map(|_| PeerId::random()).collect();
+    server.source.blocks.lock().unwrap().insert(gated.cid(), gated.clone());
+    server.source.gated.lock().unwrap().insert(gated.cid(), seeds.clone());
+
+    let r = client.client.want_blocks(server.peer_id, &[gated.cid()], 0).await.unwrap();
+    assert!(r.blocks.is_empty(), "the gate refused the block");
+    assert_eq!(r.dont_haves, vec![gated.cid()]);
+    let named: Vec<PeerId> = r.redirects.iter().map(|b| PeerId::from_bytes(b).unwrap()).collect();
+    assert_eq!(named, seeds[..shoal_core::limits::MAX_REDIRECTS], "the first MAX_REDIRECTS seeds, in order");
+
+    // A plain DONT_HAVE names nobody.
+    let r = client.client.want_blocks(server.peer_id, &[plain.cid()], 0).await.unwrap();
+    assert_eq!(r.dont_haves, vec![plain.cid()]);
+    assert!(r.redirects.is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_wants_past_the_upload_cap_are_shed_when_the_block_arrives() {
     // A 64 KiB/s line (burst 16 KiB) and three peers holding a want for the

@@ -37,11 +37,23 @@ pub(crate) struct MemorySource {
     pub(crate) blocks: Mutex<HashMap<BlockCid, VerifiedBlock>>,
     pub(crate) expected: Mutex<HashSet<BlockCid>>,
     pub(crate) heads: Mutex<HashMap<ChannelId, Vec<SignedManifest>>>,
+    /// Blocks held but refused to every asker, naming these peers instead
+    /// (a publisher's first-copies gate).
+    pub(crate) gated: Mutex<HashMap<BlockCid, Vec<PeerId>>>,
 }
 
 impl BlockSource for MemorySource {
     fn get_block(&self, cid: &BlockCid) -> Option<VerifiedBlock> {
         self.blocks.lock().unwrap().get(cid).cloned()
+    }
+    fn get_block_for(&self, _: &PeerId, cid: &BlockCid) -> Option<VerifiedBlock> {
+        if self.gated.lock().unwrap().contains_key(cid) {
+            return None;
+        }
+        self.get_block(cid)
+    }
+    fn redirect(&self, _: &PeerId, cid: &BlockCid) -> Vec<PeerId> {
+        self.gated.lock().unwrap().get(cid).cloned().unwrap_or_default()
     }
     fn expects(&self, cid: &BlockCid) -> bool {
         self.expected.lock().unwrap().contains(cid)
@@ -122,7 +134,7 @@ pub(crate) async fn spawn_node(config: NetConfig, key: Keypair, transport: Trans
                 NetEvent::PeerPenalised { peer, reason, strikes, banned } => {
                     l.penalties.push((peer, reason, strikes, banned))
                 }
-                NetEvent::PeerHaves { peer, cids } => l.haves.push((peer, cids)),
+                NetEvent::PeerHaves { peer, cids, .. } => l.haves.push((peer, cids)),
                 NetEvent::PeerConnected { peer } => {
                     l.connected.insert(peer);
                 }

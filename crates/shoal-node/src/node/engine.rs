@@ -261,18 +261,22 @@ impl Engine {
                     let _ = self.shared.net.report_validation(message_id, source, verdict).await;
                 }
             }
-            NetEvent::PeerHaves { peer, cids } => {
+            NetEvent::PeerHaves { peer, cids, first_copies } => {
                 if !Self::fetches_from(self.origin_only, &peer) {
                     return;
                 }
-                tracing::trace!(%peer, n = cids.len(), first = ?cids.first(), "HAVE heard");
+                tracing::trace!(%peer, n = cids.len(), first = ?cids.first(), first_copies, "HAVE heard");
                 let now = Instant::now();
                 // Every channel's scheduler hears every HAVE: one for a block
                 // whose manifest has not arrived yet is kept (bounded) until
                 // it does.
                 for rt in self.channels.values_mut() {
                     for cid in &cids {
-                        rt.sched.on_have(peer, *cid, now);
+                        if first_copies {
+                            rt.sched.on_first_copy_have(peer, *cid, now);
+                        } else {
+                            rt.sched.on_have(peer, *cid, now);
+                        }
                     }
                 }
                 self.drain_actions().await;
@@ -420,6 +424,14 @@ impl Engine {
                 rt.sched.on_deferred(&peer, cid, now);
                 rt.sched.on_have(peer, cid, now);
             } else {
+                if !resp.redirects.is_empty() {
+                    // Where the block went (a publisher's seeds). Bytes that
+                    // are not a peer id were shaped like one (the decoder
+                    // checked); they name nobody we can reach, so skip them.
+                    let to: Vec<PeerId> = resp.redirects.iter().filter_map(|r| PeerId::from_bytes(r).ok()).collect();
+                    tracing::trace!(%peer, %cid, ?to, "want redirected");
+                    rt.sched.on_redirect(&peer, cid, to);
+                }
                 rt.sched.on_dont_have(&peer, cid, now);
             }
         }

@@ -630,6 +630,62 @@ fn a_refusal_by_the_upstream_probes_neighbours_at_once() {
     assert_eq!(wants(&drain(&mut s)), vec![("n1", cid)], "after the refusal the neighbour is probed at once");
 }
 
+fn held_for(actions: &[Action<P>], who: P) -> Option<Duration> {
+    actions.iter().find_map(|a| match a {
+        Action::Want { peer, hold, .. } if *peer == who => Some(*hold),
+        _ => None,
+    })
+}
+
+/// The publisher's gate refuses a first-hop viewer and names its seed: the
+/// viewer waits at the seed (a held want, capped at `redirect_hold`) rather
+/// than probing a neighbour that does not have the block.
+#[test]
+fn a_redirect_from_the_upstream_sends_a_held_want_to_the_named_peer() {
+    let t0 = Instant::now();
+    let cfg = SchedulerConfig::default();
+    let redirect_hold = cfg.redirect_hold;
+    let mut s = Scheduler::new(cfg);
+    // "a0" sorts before "seed": without the redirect, the plain neighbour
+    // would be the probe (same class, same estimate, smaller id).
+    for p in ["publisher", "a0", "seed"] {
+        s.peer_connected(p, false);
+    }
+    let bl = blocks(1, 1);
+    let cid = bl[0].cid;
+    s.add_segment(1, &bl, t0 + Duration::from_secs(3), Some("publisher"), none, t0);
+    assert_eq!(wants(&drain(&mut s)), vec![("publisher", cid)]);
+    let t1 = t0 + Duration::from_millis(5);
+    s.on_redirect(&"publisher", cid, ["seed", "publisher", "stranger"]);
+    s.on_dont_have(&"publisher", cid, t1);
+    let a = drain(&mut s);
+    assert_eq!(wants(&a), vec![("seed", cid)], "the named seed is asked, not the neighbour");
+    assert_eq!(held_for(&a, "seed"), Some(redirect_hold), "and it may hold the want, briefly");
+    s.on_block(&"seed", cid, t1 + Duration::from_millis(10));
+    assert!(drain(&mut s).contains(&Action::SegmentComplete { seq: 1 }));
+}
+
+/// Only the block's upstream may redirect: a neighbour that refuses cannot
+/// steer our wants to a peer of its choice.
+#[test]
+fn a_redirect_from_anyone_but_the_upstream_is_ignored() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    for p in ["up", "a0", "sybil"] {
+        s.peer_connected(p, false);
+    }
+    let bl = blocks(1, 1);
+    let cid = bl[0].cid;
+    s.add_segment(1, &bl, t0 + Duration::from_secs(3), Some("up"), none, t0);
+    drain(&mut s);
+    // "a0" is not the upstream; its redirect names "sybil".
+    s.on_redirect(&"a0", cid, ["sybil"]);
+    s.on_dont_have(&"up", cid, t0 + Duration::from_millis(5));
+    let a = drain(&mut s);
+    assert_eq!(wants(&a), vec![("a0", cid)], "a plain probe, as without any redirect");
+    assert_eq!(held_for(&a, "a0"), Some(Duration::ZERO));
+}
+
 /// Without a refusal, a plain neighbour still waits for `probe_after`.
 #[test]
 fn a_plain_neighbour_waits_for_probe_after_while_the_upstream_holds() {
@@ -730,4 +786,34 @@ fn a_peer_whose_haves_come_early_takes_a_held_want_at_once() {
     drain(&mut s);
     s.on_have("sib", three[0].cid, ms(2002));
     assert!(wants(&drain(&mut s)).is_empty(), "no early HAVEs from sib: the held want keeps its time");
+}
+
+/// The publisher's HAVE to its seed is marked `first_copies`: it moves a
+/// want held at the relay the manifest came through at once, even when it
+/// never overtook a manifest (on a busy host it lands a few ms after).
+#[test]
+fn a_first_copies_have_takes_a_held_want_at_once() {
+    let t0 = Instant::now();
+    let ms = |n: u64| t0 + Duration::from_millis(n);
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    for p in ["publisher", "relay"] {
+        s.peer_connected(p, false);
+    }
+    let one = blocks(1, 1);
+    s.add_segment(1, &one, ms(3000), Some("relay"), none, t0);
+    assert_eq!(wants(&drain(&mut s)), vec![("relay", one[0].cid)]);
+    s.on_first_copy_have("publisher", one[0].cid, ms(20));
+    let a = drain(&mut s);
+    assert!(a.contains(&Action::Cancel { peer: "relay", cid: one[0].cid }), "{a:?}");
+    assert_eq!(wants(&a), vec![("publisher", one[0].cid)]);
+
+    // The same HAVE without the mark waits out switch_after.
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    for p in ["publisher", "relay"] {
+        s.peer_connected(p, false);
+    }
+    s.add_segment(1, &one, ms(3000), Some("relay"), none, t0);
+    drain(&mut s);
+    s.on_have("publisher", one[0].cid, ms(20));
+    assert!(wants(&drain(&mut s)).is_empty(), "a plain HAVE does not move a fresh held want");
 }
