@@ -28,6 +28,7 @@ pub(crate) enum Command {
     BlockAvailable(VerifiedBlock),
     Announce { channel: ChannelId, cids: Vec<BlockCid> },
     AnnounceTo { peers: Vec<PeerId>, cids: Vec<BlockCid> },
+    Connect(PeerId),
     Head { peer: PeerId, channel: ChannelId, max: u32, reply: Reply<Vec<VerifiedManifest>> },
     Status(oneshot::Sender<NetStatus>),
     MeshPeers(ChannelId, oneshot::Sender<Vec<PeerId>>),
@@ -104,6 +105,14 @@ impl NetClient {
     /// DHT routing table). Returns once the dial started, not when it connected.
     pub async fn dial(&self, addr: Multiaddr) -> Result<(), NetError> {
         self.ask(|r| Command::Dial(addr, r)).await
+    }
+
+    /// Connects to `peer` by id if it is not connected, with the addresses
+    /// we know for it (identify, the DHT). Fire and forget: a dial of it
+    /// already pending is not repeated. For peers a block's upstream named
+    /// in a redirect (a publisher's seeds).
+    pub async fn connect(&self, peer: PeerId) -> Result<(), NetError> {
+        self.send(Command::Connect(peer)).await
     }
 
     /// Joins a channel: subscribes to its manifest topic, provides it in the

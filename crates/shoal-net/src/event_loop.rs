@@ -365,6 +365,14 @@ impl EventLoop {
                     }
                 }
             }
+            Command::Connect(peer) => {
+                if peer != *self.swarm.local_peer_id()
+                    && !self.swarm.is_connected(&peer)
+                    && self.dial_peer(peer, Instant::now())
+                {
+                    self.metrics.redirect_dials.inc();
+                }
+            }
             Command::Head { peer, channel, max, reply } => self.send_head(peer, channel, max, reply),
             Command::Status(reply) => {
                 let routing_table = self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum();
@@ -704,8 +712,16 @@ impl EventLoop {
     /// Skipped while our last redial of it is pending and younger than
     /// `REDIAL_PENDING_FOR`.
     fn redial(&mut self, peer: PeerId, now: Instant) {
+        if self.dial_peer(peer, now) {
+            self.metrics.provider_redials.inc();
+        }
+    }
+
+    /// Dials `peer` as [`Self::redial`] describes; false if a dial of it is
+    /// already pending or could not start.
+    fn dial_peer(&mut self, peer: PeerId, now: Instant) -> bool {
         if self.redials.get(&peer).is_some_and(|(_, started)| now.duration_since(*started) < REDIAL_PENDING_FOR) {
-            return;
+            return false;
         }
         let addrs = self.addr_book.addrs(&peer).to_vec();
         let opts = if addrs.is_empty() {
@@ -720,10 +736,13 @@ impl EventLoop {
         let id = opts.connection_id();
         match self.swarm.dial(opts) {
             Ok(()) => {
-                self.metrics.provider_redials.inc();
                 self.redials.insert(peer, (id, now));
+                true
             }
-            Err(e) => tracing::debug!(%peer, error = %e, "redial not started"),
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "redial not started");
+                false
+            }
         }
     }
 }

@@ -80,6 +80,7 @@ pub struct NetMetrics {
     pub(crate) haves_announced: Counter,
     pub(crate) haves_suppressed: Counter,
     pub(crate) provider_redials: Counter,
+    pub(crate) redirect_dials: Counter,
     pub(crate) dht_bootstraps: Counter,
     pub(crate) dht_provider_lookups: Counter,
     pub(crate) dht_provider_announcements: Counter,
@@ -116,6 +117,7 @@ impl NetMetrics {
             haves_announced: Counter::default(),
             haves_suppressed: Counter::default(),
             provider_redials: Counter::default(),
+            redirect_dials: Counter::default(),
             dht_bootstraps: Counter::default(),
             dht_provider_lookups: Counter::default(),
             dht_provider_announcements: Counter::default(),
@@ -180,6 +182,11 @@ impl NetMetrics {
             "provider_redials",
             "Dials to channel providers: found by a lookup, or redialed while the channel is quiet or thin",
             m.provider_redials.clone(),
+        );
+        r.register(
+            "redirect_dials",
+            "Dials to peers a block's upstream named in a redirect (a publisher's seeds)",
+            m.redirect_dials.clone(),
         );
         r.register(
             "dht_bootstraps",
@@ -290,6 +297,7 @@ impl NetMetrics {
             haves_announced: self.haves_announced.get(),
             haves_suppressed: self.haves_suppressed.get(),
             provider_redials: self.provider_redials.get(),
+            redirect_dials: self.redirect_dials.get(),
             dht_bootstraps: self.dht_bootstraps.get(),
             dht_provider_lookups: self.dht_provider_lookups.get(),
             dht_provider_announcements: self.dht_provider_announcements.get(),
@@ -431,6 +439,8 @@ pub struct MetricsSnapshot {
     /// Dials to channel providers (found by a lookup, or redialed while the
     /// channel is quiet or thin).
     pub provider_redials: u64,
+    /// Dials started to peers a block's upstream named in a redirect.
+    pub redirect_dials: u64,
     /// Kademlia bootstraps finished, automatic ones included.
     pub dht_bootstraps: u64,
     /// Kademlia provider lookups finished.

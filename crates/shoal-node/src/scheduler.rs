@@ -604,20 +604,26 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
     /// want, and only for connected peers: each is then ranked and held like
     /// an upstream, so a refused first-hop viewer waits at a seed instead of
     /// probing neighbours that do not have the block yet. Call before
-    /// [`Self::on_dont_have`], which re-plans the block.
-    pub fn on_redirect(&mut self, from: &P, cid: BlockCid, to: impl IntoIterator<Item = P>) {
-        let Some(b) = self.blocks.get_mut(&cid) else { return };
+    /// [`Self::on_dont_have`], which re-plans the block. Returns the peers
+    /// an honoured redirect named that are not connected: the caller may
+    /// connect to them, so that the next segment's redirect can be followed.
+    pub fn on_redirect(&mut self, from: &P, cid: BlockCid, to: impl IntoIterator<Item = P>) -> Vec<P> {
+        let mut unknown = Vec::new();
+        let Some(b) = self.blocks.get_mut(&cid) else { return unknown };
         if self.upstream.get(&b.seq) != Some(from) {
-            return;
+            return unknown;
         }
-        for p in to {
-            if b.redirects.len() >= MAX_REDIRECTS_PER_BLOCK {
-                break;
+        for p in to.into_iter().take(MAX_REDIRECTS_PER_BLOCK) {
+            if p == *from || b.redirects.contains(&p) {
+                continue;
             }
-            if p != *from && self.peers.contains_key(&p) && !b.redirects.contains(&p) {
+            if self.peers.contains_key(&p) {
                 b.redirects.push(p);
+            } else if !unknown.contains(&p) {
+                unknown.push(p);
             }
         }
+        unknown
     }
 
     /// `peer` does not have `cid` (DONT_HAVE, an error, or a refused request).

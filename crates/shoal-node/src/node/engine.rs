@@ -413,6 +413,7 @@ impl Engine {
         };
         tracing::trace!(%peer, %cid, blocks = resp.blocks.len(), haves = resp.haves.len(), dont_haves = resp.dont_haves.len(), "want answered");
         let mut got = false;
+        let mut redirect_dials = Vec::new();
         for block in resp.blocks {
             got |= block.cid() == cid;
             self.on_block(channel, peer, block, now).await;
@@ -430,10 +431,16 @@ impl Engine {
                     // checked); they name nobody we can reach, so skip them.
                     let to: Vec<PeerId> = resp.redirects.iter().filter_map(|r| PeerId::from_bytes(r).ok()).collect();
                     tracing::trace!(%peer, %cid, ?to, "want redirected");
-                    rt.sched.on_redirect(&peer, cid, to);
+                    redirect_dials = rt.sched.on_redirect(&peer, cid, to);
                 }
                 rt.sched.on_dont_have(&peer, cid, now);
             }
+        }
+        // Seeds the upstream named that we are not connected to: connect
+        // (at most one dial pending per peer), so the next segment's
+        // redirect can be followed. Only from an honoured redirect.
+        for p in redirect_dials {
+            let _ = self.shared.net.connect(p).await;
         }
         self.drain_actions().await;
         self.flush_haves().await;

@@ -656,7 +656,8 @@ fn a_redirect_from_the_upstream_sends_a_held_want_to_the_named_peer() {
     s.add_segment(1, &bl, t0 + Duration::from_secs(3), Some("publisher"), none, t0);
     assert_eq!(wants(&drain(&mut s)), vec![("publisher", cid)]);
     let t1 = t0 + Duration::from_millis(5);
-    s.on_redirect(&"publisher", cid, ["seed", "publisher", "stranger"]);
+    let unknown = s.on_redirect(&"publisher", cid, ["seed", "publisher", "stranger"]);
+    assert_eq!(unknown, vec!["stranger"], "a named peer we are not connected to is for the caller to dial");
     s.on_dont_have(&"publisher", cid, t1);
     let a = drain(&mut s);
     assert_eq!(wants(&a), vec![("seed", cid)], "the named seed is asked, not the neighbour");
@@ -679,7 +680,7 @@ fn a_redirect_from_anyone_but_the_upstream_is_ignored() {
     s.add_segment(1, &bl, t0 + Duration::from_secs(3), Some("up"), none, t0);
     drain(&mut s);
     // "a0" is not the upstream; its redirect names "sybil".
-    s.on_redirect(&"a0", cid, ["sybil"]);
+    assert!(s.on_redirect(&"a0", cid, ["sybil", "stranger"]).is_empty(), "nothing to dial either");
     s.on_dont_have(&"up", cid, t0 + Duration::from_millis(5));
     let a = drain(&mut s);
     assert_eq!(wants(&a), vec![("a0", cid)], "a plain probe, as without any redirect");
