@@ -418,6 +418,7 @@ impl BenchNode for ProcNode {
                 ("held_answered", m("shoal_net_held_wants_answered_total")),
                 ("held_expired", m("shoal_net_held_wants_expired_total")),
                 ("shed_or_capped", m("shoal_net_rate_limited_total")),
+                ("shed_named", m("shoal_net_shed_redirects_total")),
                 ("skipped", m("shoal_node_segments_skipped_total")),
             ],
         };

@@ -178,6 +178,7 @@ impl BenchNode for ShoalNode {
                 ("held_answered", net.held_wants_answered),
                 ("held_expired", net.held_wants_expired),
                 ("shed_or_capped", net.rate_limited),
+                ("shed_named", net.shed_redirects),
                 ("wants_sent", sched.wants_sent),
                 ("hedges", sched.hedges),
                 ("timeouts", sched.timeouts),

@@ -43,6 +43,7 @@ use crate::{
     held::HeldWants,
     known::PeerKnowledge,
     rate::{KeyedBuckets, TokenBucket, byte_burst},
+    served::ServedLog,
 };
 
 /// How often held wants are checked for expiry: 100 ms is well under any
@@ -171,6 +172,9 @@ pub(crate) struct EventLoop {
     held: HeldWants<libp2p::request_response::ResponseChannel<ExchangeResponse>>,
     /// Recent blocks each connected peer holds, so HAVEs skip it.
     known: PeerKnowledge,
+    /// Who was just sent each recent block: a want shed at the upload cap
+    /// names them.
+    served: ServedLog,
     strikes: HashMap<PeerId, u32>,
     banned: HashMap<PeerId, Instant>,
     /// The exclusion list as given (the gate holds the compiled form).
@@ -240,6 +244,7 @@ impl EventLoop {
             directory: DirectoryList::new(config.directory_max_entries, Duration::from_secs(config.directory_ttl_secs)),
             held: HeldWants::new(config.held_wants_per_peer, config.held_wants_total),
             known: PeerKnowledge::default(),
+            served: ServedLog::default(),
             directory_topic: IdentTopic::new(DIRECTORY_TOPIC).hash(),
             swarm,
             config,

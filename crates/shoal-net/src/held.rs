@@ -66,17 +66,26 @@ impl ResponseBuilder {
     /// first-copies gate's seeds). Duplicates collapse; past
     /// [`MAX_REDIRECTS`] the rest are dropped, as a decoder would refuse them.
     pub(crate) fn push_redirects(&mut self, peers: impl IntoIterator<Item = PeerId>) {
-        for p in peers {
-            let raw = bytes::Bytes::from(p.to_bytes());
-            if self.response.redirects.len() >= MAX_REDIRECTS {
-                return;
-            }
-            if !self.response.redirects.contains(&raw) {
-                self.bytes += raw.len() + ENTRY_OVERHEAD;
-                self.response.redirects.push(raw);
-            }
+        self.bytes += add_redirects(&mut self.response, peers);
+    }
+}
+
+/// Adds `peers` to a response's redirects: duplicates collapse, and past
+/// [`MAX_REDIRECTS`] the rest are dropped, as a decoder would refuse them.
+/// Returns the bytes added, framing included.
+pub(crate) fn add_redirects(response: &mut ExchangeResponse, peers: impl IntoIterator<Item = PeerId>) -> usize {
+    let mut added = 0;
+    for p in peers {
+        if response.redirects.len() >= MAX_REDIRECTS {
+            break;
+        }
+        let raw = bytes::Bytes::from(p.to_bytes());
+        if !response.redirects.contains(&raw) {
+            added += raw.len() + ENTRY_OVERHEAD;
+            response.redirects.push(raw);
         }
     }
+    added
 }
 
 struct Pending<R> {

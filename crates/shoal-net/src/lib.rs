@@ -28,6 +28,7 @@ mod held;
 mod known;
 mod metrics;
 mod rate;
+mod served;
 mod source;
 mod validate;
 

@@ -81,6 +81,7 @@ pub struct NetMetrics {
     pub(crate) haves_suppressed: Counter,
     pub(crate) provider_redials: Counter,
     pub(crate) redirect_dials: Counter,
+    pub(crate) shed_redirects: Counter,
     pub(crate) dht_bootstraps: Counter,
     pub(crate) dht_provider_lookups: Counter,
     pub(crate) dht_provider_announcements: Counter,
@@ -118,6 +119,7 @@ impl NetMetrics {
             haves_suppressed: Counter::default(),
             provider_redials: Counter::default(),
             redirect_dials: Counter::default(),
+            shed_redirects: Counter::default(),
             dht_bootstraps: Counter::default(),
             dht_provider_lookups: Counter::default(),
             dht_provider_announcements: Counter::default(),
@@ -187,6 +189,11 @@ impl NetMetrics {
             "redirect_dials",
             "Dials to peers a block's upstream named in a redirect (a publisher's seeds)",
             m.redirect_dials.clone(),
+        );
+        r.register(
+            "shed_redirects",
+            "Wants shed at the upload cap whose DONT_HAVE named peers just sent the block",
+            m.shed_redirects.clone(),
         );
         r.register(
             "dht_bootstraps",
@@ -298,6 +305,7 @@ impl NetMetrics {
             haves_suppressed: self.haves_suppressed.get(),
             provider_redials: self.provider_redials.get(),
             redirect_dials: self.redirect_dials.get(),
+            shed_redirects: self.shed_redirects.get(),
             dht_bootstraps: self.dht_bootstraps.get(),
             dht_provider_lookups: self.dht_provider_lookups.get(),
             dht_provider_announcements: self.dht_provider_announcements.get(),
@@ -441,6 +449,9 @@ pub struct MetricsSnapshot {
     pub provider_redials: u64,
     /// Dials started to peers a block's upstream named in a redirect.
     pub redirect_dials: u64,
+    /// Wants shed at our upload cap whose DONT_HAVE named the peers we just
+    /// sent the block to.
+    pub shed_redirects: u64,
     /// Kademlia bootstraps finished, automatic ones included.
     pub dht_bootstraps: u64,
     /// Kademlia provider lookups finished.

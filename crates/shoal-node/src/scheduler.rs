@@ -21,10 +21,13 @@
 //!   to have or expect the block, or when a deadline is near.
 //! - **A refusal may name where the block went.** The publisher's
 //!   first-copies gate refuses all but its seeds and names them in the
-//!   DONT_HAVE; a redirect from the block's upstream makes those peers rank
-//!   and hold like the upstream (for at most `redirect_hold`), so a refused
-//!   first-hop viewer waits at a seed instead of probing neighbours one
-//!   DONT_HAVE at a time.
+//!   DONT_HAVE, and a relay that sheds a want at its upload cap names the
+//!   peers it just sent the block to. A redirect from the block's upstream,
+//!   from a HAVE holder or from a peer named earlier makes the named peers
+//!   rank and hold like the upstream (for at most `redirect_hold`), so a
+//!   refused viewer waits at a peer about to hold the block instead of
+//!   probing neighbours one DONT_HAVE at a time, and a seed's overflow walks
+//!   down the tree by capacity instead of piling onto the seed.
 //! - **A HAVE may come before its manifest.** It is kept (bounded, briefly)
 //!   and makes its sender a holder when the segment is added: the publisher
 //!   tells its seeds this way, so a seed asks it and not a relay the
@@ -57,8 +60,11 @@ use shoal_core::{BlockCid, BlockRef, block_peers::BlockPeers};
 const MAX_EARLY_HAVES: usize = 1024;
 /// An early HAVE older than this is dropped: its manifest was not coming.
 const EARLY_HAVE_TTL: Duration = Duration::from_secs(2);
-/// Most redirect targets kept per block (the wire allows 4 per response).
-const MAX_REDIRECTS_PER_BLOCK: usize = 4;
+/// Most redirect targets kept per block, over all the redirects heard for
+/// it (the wire allows 4 per response). Redirects chain (a seed shed at its
+/// cap names the peers it served), so this also bounds how far a chain of
+/// liars can send us: each hop costs one DONT_HAVE round trip.
+const MAX_REDIRECTS_PER_BLOCK: usize = 8;
 
 /// Tunables. Defaults suit 1–2 s segments at a few Mbit/s.
 #[derive(Debug, Clone)]
@@ -599,28 +605,38 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
     }
 
     /// `from` refused `cid` and named `to` as peers that hold or are being
-    /// given it (a publisher's first-copies gate names its seeds). Honoured
-    /// only from the block's upstream, the peer already trusted to hold our
-    /// want, and only for connected peers: each is then ranked and held like
-    /// an upstream, so a refused first-hop viewer waits at a seed instead of
-    /// probing neighbours that do not have the block yet. Call before
+    /// given it: a publisher's first-copies gate names its seeds, and a
+    /// relay that shed our want at its upload cap names the peers it just
+    /// sent the block to. Honoured only from a peer we had reason to ask:
+    /// the block's upstream, a peer an earlier redirect named (so a chain
+    /// walks down the tree as far as capacity requires), or a peer that
+    /// announced HAVE; and only for connected peers, at most
+    /// `MAX_REDIRECTS_PER_BLOCK` in all. Each named peer then ranks and
+    /// holds like an upstream (for at most `redirect_hold`), so a refused
+    /// viewer waits at a peer about to hold the block instead of probing
+    /// neighbours one DONT_HAVE at a time. Call before
     /// [`Self::on_dont_have`], which re-plans the block. Returns the peers
-    /// an honoured redirect named that are not connected: the caller may
-    /// connect to them, so that the next segment's redirect can be followed.
+    /// the *upstream* named that are not connected: the caller may connect
+    /// to them (the publisher's seeds), so that the next segment's redirect
+    /// can be followed. Names further down a chain change with every block
+    /// and are not worth a connection.
     pub fn on_redirect(&mut self, from: &P, cid: BlockCid, to: impl IntoIterator<Item = P>) -> Vec<P> {
         let mut unknown = Vec::new();
         let Some(b) = self.blocks.get_mut(&cid) else { return unknown };
-        if self.upstream.get(&b.seq) != Some(from) {
+        let from_upstream = self.upstream.get(&b.seq) == Some(from);
+        if !(from_upstream || b.redirects.contains(from) || b.holders.contains(from)) {
             return unknown;
         }
         for p in to.into_iter().take(MAX_REDIRECTS_PER_BLOCK) {
             if p == *from || b.redirects.contains(&p) {
                 continue;
             }
-            if self.peers.contains_key(&p) {
+            if !self.peers.contains_key(&p) {
+                if from_upstream && !unknown.contains(&p) {
+                    unknown.push(p);
+                }
+            } else if b.redirects.len() < MAX_REDIRECTS_PER_BLOCK {
                 b.redirects.push(p);
-            } else if !unknown.contains(&p) {
-                unknown.push(p);
             }
         }
         unknown

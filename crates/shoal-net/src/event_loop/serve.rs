@@ -19,7 +19,7 @@ use super::{EventLoop, RateKind, Reply, unix_ms};
 use crate::{
     Misbehaviour, NetError, NetEvent,
     codec::Inbound,
-    held::{HeldWant, ResponseBuilder},
+    held::{HeldWant, ResponseBuilder, add_redirects},
 };
 
 type ExchangeEvent = request_response::Event<Inbound<ExchangeRequest>, ExchangeResponse>;
@@ -43,13 +43,15 @@ fn outbound_reason(e: &OutboundFailure) -> String {
 /// block arrives; without this a popular relay would send a copy to every
 /// holder at once, far past its line, and every one would arrive late.
 /// Blocks the response already carried were served (and charged) when the
-/// request came in, and stay. Returns whether anything was shed.
-fn shed_block(resp: &mut ExchangeResponse, cid: &BlockCid) -> bool {
+/// request came in, and stay. The DONT_HAVE names peers just given the block
+/// (`names`, see [`crate::served`]). Returns whether anything was shed.
+fn shed_block(resp: &mut ExchangeResponse, cid: &BlockCid, names: impl FnOnce() -> Vec<PeerId>) -> bool {
     let before = resp.blocks.len();
     resp.blocks.retain(|b| b.cid() != *cid);
     let shed = resp.blocks.len() < before;
     if shed {
         resp.dont_haves.push(*cid);
+        add_redirects(resp, names());
     }
     shed
 }
@@ -151,6 +153,9 @@ impl EventLoop {
         let n = response.blocks.len() as u64;
         let bytes: u64 = response.blocks.iter().map(|b| b.data().len() as u64).sum();
         self.known.record(peer, response.blocks.iter().map(VerifiedBlock::cid));
+        for b in &response.blocks {
+            self.served.record(peer, b.cid());
+        }
         // Err means the peer gave up (timeout, disconnect): nothing to do.
         if self.swarm.behaviour_mut().exchange.inner_mut().send_response(channel, response).is_ok() {
             self.metrics.blocks_served.inc_by(n);
@@ -203,6 +208,8 @@ impl EventLoop {
                         // so the peer asks someone else now.
                         if w.send_dont_have {
                             builder.push_dont_have(w.cid);
+                            let names = self.shed_names(&w.cid, &peer);
+                            builder.push_redirects(names);
                         }
                         self.metrics.rate_limited.inc();
                     } else if let Some(block) = self.source.get_block_for(&peer, &w.cid) {
@@ -210,6 +217,7 @@ impl EventLoop {
                         self.charge_upload(peer, block.data().len() as u64);
                         self.budget.used(&peer, now);
                         upload_ok = self.upload_ready(peer, now);
+                        self.served.record(peer, block.cid());
                         builder.push_block(block);
                     } else if w.hold_ms > 0 && self.source.expects(&w.cid) {
                         let ms = w.hold_ms.min(self.config.max_hold_ms);
@@ -242,6 +250,17 @@ impl EventLoop {
         }
     }
 
+    /// Peers to name in a DONT_HAVE for `cid` shed at our upload cap: the
+    /// connected peers we just sent it to, rotating, never `asker` itself.
+    fn shed_names(&mut self, cid: &BlockCid, asker: &PeerId) -> Vec<PeerId> {
+        let swarm = &self.swarm;
+        let names = self.served.names(cid, asker, |p| swarm.is_connected(p));
+        if !names.is_empty() {
+            self.metrics.shed_redirects.inc();
+        }
+        names
+    }
+
     /// Sends a response whose blocks were already charged to the caps.
     fn respond_uncharged(&mut self, channel: ResponseChannel<ExchangeResponse>, response: ExchangeResponse) {
         let n = response.blocks.len() as u64;
@@ -264,7 +283,7 @@ impl EventLoop {
         let now = Instant::now();
         let cid = block.cid();
         for (p, ch, mut resp) in ready {
-            if !self.upload_ready(p, now) && shed_block(&mut resp, &cid) {
+            if !self.upload_ready(p, now) && shed_block(&mut resp, &cid, || self.shed_names(&cid, &p)) {
                 self.metrics.rate_limited.inc();
             }
             self.respond(p, ch, resp);

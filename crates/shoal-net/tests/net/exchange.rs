@@ -135,24 +135,43 @@ async fn held_wants_past_the_upload_cap_are_shed_when_the_block_arrives() {
         })
         .await;
         let cid = fresh.cid();
-        waiting.push(tokio::spawn(async move { c.want_blocks(sp, &[cid], 5_000).await }));
+        let me = n.peer_id;
+        waiting.push(tokio::spawn(async move { (me, c.want_blocks(sp, &[cid], 5_000).await) }));
     }
     held_count(server, 3).await;
     server.source.blocks.lock().unwrap().insert(fresh.cid(), fresh.clone());
     server.client.block_available(fresh.clone()).await.unwrap();
-    let (mut served, mut shed) = (0, 0);
+    let (mut served, mut shed) = (Vec::new(), Vec::new());
     for w in waiting {
-        let r = w.await.unwrap().unwrap();
+        let (who, r) = w.await.unwrap();
+        let r = r.unwrap();
         if r.blocks == vec![fresh.clone()] {
-            served += 1;
+            served.push(who);
         } else {
             assert!(r.blocks.is_empty(), "a partial answer: {r:?}");
             assert_eq!(r.dont_haves, vec![fresh.cid()], "a shed want is answered DONT_HAVE");
-            shed += 1;
+            let named: Vec<PeerId> = r.redirects.iter().map(|b| PeerId::from_bytes(b).unwrap()).collect();
+            shed.push((who, named));
         }
     }
-    assert_eq!((served, shed), (1, 2), "one copy fits the line; the rest are shed");
+    assert_eq!((served.len(), shed.len()), (1, 2), "one copy fits the line; the rest are shed");
+    for (who, named) in &shed {
+        assert_eq!(named, &served, "{who}'s DONT_HAVE names the peer that was just sent the block");
+    }
     assert_eq!(server.client.metrics().blocks_served, 1);
+    assert_eq!(server.client.metrics().shed_redirects, 2);
+
+    // Asked again now that it holds the block, still over its line: the
+    // DONT_HAVE at request time names the same peer, never the asker.
+    let (asker, _) = &shed[0];
+    let n = net.nodes.iter().find(|n| n.peer_id == *asker).unwrap();
+    let r = n.client.want_blocks(server.peer_id, &[fresh.cid()], 0).await.unwrap();
+    assert!(r.blocks.is_empty(), "still over the cap");
+    let named: Vec<PeerId> = r.redirects.iter().map(|b| PeerId::from_bytes(b).unwrap()).collect();
+    assert_eq!(named, served);
+    let first = net.nodes.iter().find(|n| n.peer_id == served[0]).unwrap();
+    let r = first.client.want_blocks(server.peer_id, &[fresh.cid()], 0).await.unwrap();
+    assert!(r.blocks.is_empty() && r.redirects.is_empty(), "the served peer is not named to itself: {r:?}");
     net.shutdown().await;
 }
 

@@ -666,8 +666,9 @@ fn a_redirect_from_the_upstream_sends_a_held_want_to_the_named_peer() {
     assert!(drain(&mut s).contains(&Action::SegmentComplete { seq: 1 }));
 }
 
-/// Only the block's upstream may redirect: a neighbour that refuses cannot
-/// steer our wants to a peer of its choice.
+/// A plain neighbour (not the upstream, not a HAVE holder, not named by an
+/// earlier redirect) may not redirect: a peer we probed cannot steer our
+/// wants to a peer of its choice.
 #[test]
 fn a_redirect_from_anyone_but_the_upstream_is_ignored() {
     let t0 = Instant::now();
@@ -685,6 +686,48 @@ fn a_redirect_from_anyone_but_the_upstream_is_ignored() {
     let a = drain(&mut s);
     assert_eq!(wants(&a), vec![("a0", cid)], "a plain probe, as without any redirect");
     assert_eq!(held_for(&a, "a0"), Some(Duration::ZERO));
+}
+
+/// A seed that sheds our want at its upload cap names the peers it just
+/// served: the redirect chains (the seed was named by the upstream), the
+/// next named peer holds our want, names further down a chain are never
+/// returned for dialing, and a chain stops adding names at
+/// `MAX_REDIRECTS_PER_BLOCK`.
+#[test]
+fn a_redirect_chains_from_a_named_peer_down_the_tree() {
+    let t0 = Instant::now();
+    let cfg = SchedulerConfig::default();
+    let redirect_hold = cfg.redirect_hold;
+    let mut s = Scheduler::new(cfg);
+    let many = ["c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9"];
+    for p in ["publisher", "a0", "seed"].iter().chain(&many) {
+        s.peer_connected(*p, false);
+    }
+    let bl = blocks(1, 1);
+    let cid = bl[0].cid;
+    s.add_segment(1, &bl, t0 + Duration::from_secs(3), Some("publisher"), none, t0);
+    drain(&mut s);
+    let t1 = t0 + Duration::from_millis(5);
+    s.on_redirect(&"publisher", cid, ["seed"]);
+    s.on_dont_have(&"publisher", cid, t1);
+    assert_eq!(wants(&drain(&mut s)), vec![("seed", cid)]);
+    // The seed sheds at its cap and names the child it served ("c5", which
+    // sorts after "a0": only the redirect makes it the choice).
+    let t2 = t1 + Duration::from_millis(30);
+    assert!(s.on_redirect(&"seed", cid, ["c5", "far-away"]).is_empty(), "a chain's names are not dialed");
+    s.on_dont_have(&"seed", cid, t2);
+    let a = drain(&mut s);
+    assert_eq!(wants(&a), vec![("c5", cid)], "the served child is asked, not the neighbour");
+    assert_eq!(held_for(&a, "c5"), Some(redirect_hold));
+    // Names accumulate only up to the bound: 2 so far, 6 more fit, and
+    // the sender is never its own redirect.
+    s.on_redirect(&"c5", cid, many);
+    assert_eq!(s.blocks[&cid].redirects, ["seed", "c5", "c1", "c2", "c3", "c4", "c6", "c7"]);
+    assert_eq!(s.blocks[&cid].redirects.len(), super::MAX_REDIRECTS_PER_BLOCK);
+    s.on_dont_have(&"c5", cid, t2 + Duration::from_millis(10));
+    let a = drain(&mut s);
+    assert_eq!(wants(&a), vec![("c1", cid)]);
+    assert_eq!(held_for(&a, "c1"), Some(redirect_hold));
 }
 
 /// Without a refusal, a plain neighbour still waits for `probe_after`.
