@@ -446,3 +446,68 @@ async fn announcements_skip_blocks_the_mesh_peer_is_known_to_hold() {
     assert_eq!((m.haves_announced, m.haves_suppressed), (5, 3), "4 to node 2, 1 to node 1; 3 skipped");
     net.shutdown().await;
 }
+
+/// A wait cycle across two nodes: the server holds the client's want for
+/// a block it expects, then asks the client for that same block (say its
+/// manifest came through the client). The held want is answered DONT_HAVE
+/// at once (the server lacks the block, or it would not ask), not at the
+/// end of its 10 s hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wanting_a_block_frees_the_peers_held_want_for_it() {
+    let net = pair(|_, _| {}).await;
+    let (server, client) = (&net.nodes[0], &net.nodes[1]);
+    let later = block("cycle");
+    server.source.expected.lock().unwrap().insert(later.cid());
+    let c = client.client.clone();
+    let (sp, cid) = (server.peer_id, later.cid());
+    let waiting = tokio::spawn(async move { c.want_blocks(sp, &[cid], 10_000).await });
+    held_count(server, 1).await;
+    let asked = Instant::now();
+    // The client neither holds nor expects it: its answer is DONT_HAVE.
+    let r = server.client.want_blocks(client.peer_id, &[cid], 0).await.unwrap();
+    assert_eq!(r.dont_haves, vec![cid]);
+    let freed = tokio::time::timeout(Duration::from_secs(3), waiting)
+        .await
+        .expect("the held want is answered at once, not after its hold")
+        .unwrap()
+        .unwrap();
+    assert!(freed.blocks.is_empty());
+    assert_eq!(freed.dont_haves, vec![cid], "answered DONT_HAVE: the server waits on us for it");
+    assert!(asked.elapsed() < Duration::from_secs(3));
+    held_count(server, 0).await;
+    assert_eq!(server.client.metrics().held_wants_cycles, 1);
+    net.shutdown().await;
+}
+
+async fn is_connected(c: &shoal_net::NetClient, p: PeerId) -> bool {
+    c.status().await.map(|s| s.connected.contains(&p)).unwrap_or(false)
+}
+
+/// `NetClient::connect` dials a peer by id with the address it was reached
+/// at (after a redirect named it): not itself, not a peer already connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_by_id_redials_a_peer_met_before() {
+    let net = pair(|_, _| {}).await;
+    let (server, client) = (&net.nodes[0], &net.nodes[1]);
+    // Connected already, or ourselves: nothing to dial.
+    server.client.connect(client.peer_id).await.unwrap();
+    server.client.connect(server.peer_id).await.unwrap();
+    // Cut the connection (exclusion list), then lift the exclusion.
+    server.client.set_deny_list(vec![shoal_net::DenyRule::Peer(client.peer_id)]).await.unwrap();
+    let (sc, cp) = (server.client.clone(), client.peer_id);
+    wait_for("the pair disconnects", Duration::from_secs(5), || {
+        let sc = sc.clone();
+        async move { !is_connected(&sc, cp).await }
+    })
+    .await;
+    assert_eq!(server.client.metrics().redirect_dials, 0, "no dial to a connected peer or to ourselves");
+    server.client.set_deny_list(Vec::new()).await.unwrap();
+    server.client.connect(client.peer_id).await.unwrap();
+    wait_for("connect by id reconnects", Duration::from_secs(5), || {
+        let sc = sc.clone();
+        async move { is_connected(&sc, cp).await }
+    })
+    .await;
+    assert_eq!(server.client.metrics().redirect_dials, 1);
+    net.shutdown().await;
+}
