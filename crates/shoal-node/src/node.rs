@@ -21,6 +21,7 @@ use shoal_net::{NetClient, Network, TransportKind};
 use shoal_store::Store;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::Instrument;
 
 use crate::{
     config::NodeConfig,
@@ -161,6 +162,10 @@ impl Node {
             config.fetch.origin_copies,
             Duration::from_millis(config.fetch.origin_grace_ms),
         ));
+        // Every engine log line carries the node's peer id, so a log of many
+        // nodes in one process (the bench, the test swarms) can be told apart.
+        // ERROR level: enabled under any filter that shows the engine's lines.
+        let span = tracing::error_span!("node", peer = %identity.public().to_peer_id());
         let net = Network::spawn(config.net.clone(), identity, transport, &mut registry, source.clone())?;
         let metrics = NodeMetrics::new(&mut registry);
         let api_listener = tokio::net::TcpListener::bind(config.api)
@@ -188,7 +193,7 @@ impl Node {
             tasks: tasks.clone(),
             cancel: cancel.clone(),
         });
-        tasks.spawn(Engine::new(shared.clone(), cmd_rx, net.events, cancel.clone()).run());
+        tasks.spawn(Engine::new(shared.clone(), cmd_rx, net.events, cancel.clone()).run().instrument(span));
         let api_cancel = CancellationToken::new();
         let handle = NodeHandle { shared: shared.clone() };
         tasks.spawn(crate::api::serve(api_listener, handle, api_cancel.clone()));

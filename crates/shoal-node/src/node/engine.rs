@@ -430,8 +430,8 @@ impl Engine {
                     // are not a peer id were shaped like one (the decoder
                     // checked); they name nobody we can reach, so skip them.
                     let to: Vec<PeerId> = resp.redirects.iter().filter_map(|r| PeerId::from_bytes(r).ok()).collect();
-                    tracing::trace!(%peer, %cid, ?to, "want redirected");
-                    redirect_dials = rt.sched.on_redirect(&peer, cid, to);
+                    redirect_dials = rt.sched.on_redirect(&peer, cid, to.iter().copied());
+                    tracing::trace!(%peer, %cid, ?to, unconnected = ?redirect_dials, "want redirected");
                 }
                 rt.sched.on_dont_have(&peer, cid, now);
             }
