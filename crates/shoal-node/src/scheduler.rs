@@ -44,7 +44,10 @@
 //!   request that another peer beats, or a HAVE that is not honoured counts a
 //!   stall against the peer. Within a class, fewer stalls rank first, so one
 //!   stall already puts a peer behind every clean holder; each needed block
-//!   it delivers forgives one stall.
+//!   it delivers forgives one stall. A peer that delivered within
+//!   `busy_grace` is busy, not lying: its late copies and its refusals are
+//!   not stalls (a timeout still is), so a capped seed keeps the rank its
+//!   redirects need.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
@@ -118,6 +121,18 @@ pub struct SchedulerConfig {
     /// first HAVE is younger than this waits (a tick) for other holders to
     /// announce, so one segment spreads over several peers.
     pub spread_wait: Duration,
+    /// A peer that delivered us a needed block this recently is busy, not
+    /// stalling: a late request of its that another copy beats, or a
+    /// refusal of a block it announced (a shed at its upload cap), is not
+    /// counted as a stall. Without this a capped seed that is honestly late
+    /// collects stalls at every viewer it serves, drops below a plain
+    /// neighbour's probe, and the redirects that name it go unused
+    /// (docs/benchmarks.md: 440 of 447 ignored redirects named a seed with
+    /// `stall_limit` stalls). A peer that claims blocks and never delivers
+    /// (attack 6) is never excused; a timeout is never excused. 1 s is
+    /// about one segment: a seed serving a viewer delivers several blocks
+    /// in that time.
+    pub busy_grace: Duration,
     /// The node's download cap (`max_download`), shared by every channel's
     /// scheduler: a want is sent only while the bucket has credit, and its
     /// block's size is charged when it is sent. `None`: no cap.
@@ -145,6 +160,7 @@ impl Default for SchedulerConfig {
             probe_after: Duration::from_millis(500),
             stall_hedge_after: Duration::from_millis(200),
             spread_wait: Duration::from_millis(50),
+            busy_grace: Duration::from_secs(1),
             download: None,
         }
     }
@@ -244,6 +260,23 @@ struct PeerState {
     /// to its seeds), so a held want moves to it at once, not after
     /// `switch_after`.
     early_haves: u32,
+    /// When it last delivered a needed block (see
+    /// [`SchedulerConfig::busy_grace`]).
+    delivered_at: Option<Instant>,
+}
+
+impl PeerState {
+    /// Counts a stall, unless it is `excusable` (late or refused, not timed
+    /// out) and the peer delivered a needed block within `grace`: a busy
+    /// peer, not a staller.
+    fn stall(&mut self, stats: &mut SchedulerStats, excusable: bool, grace: Duration, now: Instant) {
+        if excusable && self.delivered_at.is_some_and(|t| now.saturating_duration_since(t) < grace) {
+            stats.stalls_excused += 1;
+        } else {
+            self.stalls += 1;
+            stats.stalls += 1;
+        }
+    }
 }
 
 /// Counters, for metrics and tests.
@@ -274,6 +307,12 @@ pub struct SchedulerStats {
     pub origin_bytes: u64,
     /// Held wants moved to a peer that announced HAVE.
     pub switches: u64,
+    /// Stalls counted against peers (timeouts, late requests beaten by
+    /// another copy, refusals of announced blocks).
+    pub stalls: u64,
+    /// Late or refused requests not counted as stalls because the peer had
+    /// just delivered (see [`SchedulerConfig::busy_grace`]).
+    pub stalls_excused: u64,
 }
 
 impl std::ops::AddAssign for SchedulerStats {
@@ -291,6 +330,8 @@ impl std::ops::AddAssign for SchedulerStats {
         self.segments_given_up += o.segments_given_up;
         self.origin_bytes += o.origin_bytes;
         self.switches += o.switches;
+        self.stalls += o.stalls;
+        self.stalls_excused += o.stalls_excused;
     }
 }
 
@@ -368,6 +409,7 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
             stalls: 0,
             received_bytes: 0,
             early_haves: 0,
+            delivered_at: None,
         });
     }
 
@@ -530,6 +572,7 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
             // blocks do). Decrementing, not resetting, makes each stall cost
             // one good delivery.
             p.stalls = p.stalls.saturating_sub(1);
+            p.delivered_at = Some(now);
             p.received_bytes += u64::from(b.size);
             if p.origin {
                 self.stats.origin_bytes += u64::from(b.size);
@@ -548,8 +591,9 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
                 } else if r.is_late(now) {
                     // Late and beaten by another copy (usually the early
                     // hedge): a stall, or a staller whose request we cancel
-                    // here would never time out and never lose rank.
-                    p.stalls += 1;
+                    // here would never time out and never lose rank. A peer
+                    // that is delivering is busy, not stalling.
+                    p.stall(&mut self.stats, true, self.cfg.busy_grace, now);
                 }
             }
             if r.peer != *peer {
@@ -648,7 +692,9 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
         let Some(b) = self.blocks.get_mut(&cid) else { return };
         // A peer that announced HAVE and then does not deliver lied or
         // lost the block: either way it counts as a stall, so a peer that
-        // keeps claiming blocks it cannot serve drops below honest ones.
+        // keeps claiming blocks it cannot serve drops below honest ones;
+        // unless it is delivering to us: then it is shedding at its upload
+        // cap, and ranking it below a probe would strand its redirects.
         let claimed = b.holders.contains(peer);
         b.holders.retain(|h| h != peer);
         b.refused.insert(peer.clone(), now);
@@ -656,7 +702,7 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
             self.pending.insert((b.deadline, cid));
         }
         if claimed && let Some(p) = self.peers.get_mut(peer) {
-            p.stalls += 1;
+            p.stall(&mut self.stats, true, self.cfg.busy_grace, now);
         }
         self.dispatch(now);
     }
@@ -692,7 +738,7 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
         for (peer, size) in stalled {
             self.stats.timeouts += 1;
             if let Some(p) = self.peers.get_mut(&peer) {
-                p.stalls += 1;
+                p.stall(&mut self.stats, false, self.cfg.busy_grace, now);
                 p.inflight = p.inflight.saturating_sub(1);
                 p.queued_bytes = p.queued_bytes.saturating_sub(u64::from(size));
             }

@@ -861,3 +861,67 @@ fn a_first_copies_have_takes_a_held_want_at_once() {
     s.on_have("publisher", one[0].cid, ms(20));
     assert!(wants(&drain(&mut s)).is_empty(), "a plain HAVE does not move a fresh held want");
 }
+
+/// A seed that holds blocks sheds three of our wants at its upload cap and
+/// is late once (a hedge beats it); then the upstream names it for the next
+/// block. `delivers_first`: it had just delivered a block to us.
+fn shedding_seed_run(delivers_first: bool) -> (SchedulerStats, Vec<(P, BlockCid)>) {
+    let t0 = Instant::now();
+    let far = t0 + Duration::from_secs(30);
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    for p in ["publisher", "seed", "n1"] {
+        s.peer_connected(p, false);
+    }
+    let x: Vec<BlockRef> = (1..=6).map(|q| blocks(q, 1)[0]).collect();
+    if delivers_first {
+        s.add_segment(1, &[x[0]], far, None, none, t0);
+        s.on_have("seed", x[0].cid, t0);
+        assert_eq!(wants(&drain(&mut s)), vec![("seed", x[0].cid)]);
+        s.on_block(&"seed", x[0].cid, t0 + Duration::from_millis(10));
+        drain(&mut s);
+    }
+    for q in 2..=4u64 {
+        let t = t0 + Duration::from_millis(20 * q);
+        let b = x[q as usize - 1];
+        s.add_segment(q, &[b], far, None, none, t);
+        s.on_have("seed", b.cid, t);
+        assert_eq!(wants(&drain(&mut s)), vec![("seed", b.cid)], "seg {q}: the holder is asked");
+        s.on_dont_have(&"seed", b.cid, t + Duration::from_millis(1));
+        drain(&mut s);
+    }
+    // Both hold the fifth block; the seed is asked while it still ranks.
+    let t5 = t0 + Duration::from_millis(100);
+    s.add_segment(5, &[x[4]], far, None, none, t5);
+    s.on_have("seed", x[4].cid, t5);
+    s.on_have("n1", x[4].cid, t5);
+    if wants(&drain(&mut s)) == vec![("seed", x[4].cid)] {
+        s.tick(t5 + Duration::from_millis(300));
+        assert_eq!(wants(&drain(&mut s)), vec![("n1", x[4].cid)], "an early hedge");
+    }
+    s.on_block(&"n1", x[4].cid, t5 + Duration::from_millis(350));
+    drain(&mut s);
+    // The publisher refuses the sixth and names the seed.
+    let t6 = t0 + Duration::from_millis(500);
+    s.add_segment(6, &[x[5]], far, Some("publisher"), none, t6);
+    assert_eq!(wants(&drain(&mut s)), vec![("publisher", x[5].cid)]);
+    s.on_redirect(&"publisher", x[5].cid, ["seed"]);
+    s.on_dont_have(&"publisher", x[5].cid, t6 + Duration::from_millis(5));
+    let sixth = wants(&drain(&mut s)).into_iter().filter(|(_, c)| *c == x[5].cid).collect();
+    (s.stats(), sixth)
+}
+
+#[test]
+fn a_delivering_seed_that_sheds_and_is_late_keeps_its_rank() {
+    let (st, sixth) = shedding_seed_run(true);
+    assert_eq!((st.stalls, st.stalls_excused), (0, 4), "3 sheds and 1 late copy, all excused: {st:?}");
+    assert_eq!(sixth, vec![("seed", blocks(6, 1)[0].cid)], "the redirect to the busy seed is followed");
+}
+
+#[test]
+fn a_claimer_that_never_delivers_still_loses_rank() {
+    let (st, sixth) = shedding_seed_run(false);
+    // Its HAVE for the fifth block came first, so it was asked (the only
+    // holder then) and beaten by the hedge: a fourth stall.
+    assert_eq!((st.stalls, st.stalls_excused), (4, 0), "{st:?}");
+    assert_eq!(sixth, vec![("n1", blocks(6, 1)[0].cid)], "a redirect to a staller is not followed");
+}
