@@ -419,6 +419,8 @@ impl BenchNode for ProcNode {
                 ("held_expired", m("shoal_net_held_wants_expired_total")),
                 ("shed_or_capped", m("shoal_net_rate_limited_total")),
                 ("shed_named", m("shoal_net_shed_redirects_total")),
+                ("upload_waits", m("shoal_net_upload_waits_total")),
+                ("wait_sheds", m("shoal_net_upload_wait_sheds_total")),
                 ("skipped", m("shoal_node_segments_skipped_total")),
             ],
         };

@@ -23,7 +23,7 @@ use libp2p::{
     gossipsub::{IdentTopic, TopicHash},
     kad::{self, QueryId},
     multiaddr::Protocol,
-    request_response::OutboundRequestId,
+    request_response::{InboundRequestId, OutboundRequestId},
     swarm::{
         ConnectionId, SwarmEvent,
         dial_opts::{DialOpts, PeerCondition},
@@ -44,6 +44,7 @@ use crate::{
     known::PeerKnowledge,
     rate::{KeyedBuckets, TokenBucket, byte_burst},
     served::ServedLog,
+    upload::UploadLine,
 };
 
 /// How often held wants are checked for expiry: 100 ms is well under any
@@ -169,7 +170,9 @@ pub(crate) struct EventLoop {
     pending_head: HashMap<OutboundRequestId, (PeerId, ChannelId, Reply<Vec<VerifiedManifest>>)>,
     /// Our open requests per peer (exchange and head), for the outbound cap.
     outbound: HashMap<PeerId, usize>,
-    held: HeldWants<libp2p::request_response::ResponseChannel<ExchangeResponse>>,
+    held: HeldWants<serve::ExchangeReply>,
+    /// Responses with blocks, written one at a time, rarest block first.
+    upload: UploadLine<InboundRequestId, serve::ExchangeReply>,
     /// Recent blocks each connected peer holds, so HAVEs skip it.
     known: PeerKnowledge,
     /// Who was just sent each recent block: a want shed at the upload cap
@@ -245,6 +248,7 @@ impl EventLoop {
             held: HeldWants::new(config.held_wants_per_peer, config.held_wants_total),
             known: PeerKnowledge::default(),
             served: ServedLog::default(),
+            upload: UploadLine::default(),
             directory_topic: IdentTopic::new(DIRECTORY_TOPIC).hash(),
             swarm,
             config,
@@ -443,6 +447,7 @@ impl EventLoop {
                 self.budget.disconnected(&peer_id);
                 self.metrics.set_peers(self.swarm.connected_peers().count());
                 self.held.peer_gone(&peer_id);
+                self.upload.peer_gone(&peer_id);
                 self.known.remove(&peer_id);
                 self.metrics.held_wants.set(self.held.len() as i64);
                 if let Some(b) = &mut self.serve_per_peer {
@@ -706,6 +711,19 @@ impl EventLoop {
         }
         if let Some(b) = &mut self.serve_total {
             b.charge(bytes as f64, now);
+        }
+    }
+
+    /// Gives back bytes charged for blocks that were then not sent.
+    pub(crate) fn refund_upload(&mut self, peer: PeerId, bytes: u64) {
+        if bytes > 0 {
+            let now = Instant::now();
+            if let Some(b) = &mut self.serve_per_peer {
+                b.get(peer, now).refund(bytes as f64, now);
+            }
+            if let Some(b) = &mut self.serve_total {
+                b.refund(bytes as f64, now);
+            }
         }
     }
 

@@ -30,6 +30,7 @@ mod metrics;
 mod rate;
 mod served;
 mod source;
+mod upload;
 mod validate;
 
 use std::sync::Arc;

@@ -82,6 +82,9 @@ pub struct NetMetrics {
     pub(crate) provider_redials: Counter,
     pub(crate) redirect_dials: Counter,
     pub(crate) shed_redirects: Counter,
+    pub(crate) upload_waits: Counter,
+    pub(crate) upload_wait_sheds: Counter,
+    pub(crate) upload_slot_timeouts: Counter,
     pub(crate) dht_bootstraps: Counter,
     pub(crate) dht_provider_lookups: Counter,
     pub(crate) dht_provider_announcements: Counter,
@@ -120,6 +123,9 @@ impl NetMetrics {
             provider_redials: Counter::default(),
             redirect_dials: Counter::default(),
             shed_redirects: Counter::default(),
+            upload_waits: Counter::default(),
+            upload_wait_sheds: Counter::default(),
+            upload_slot_timeouts: Counter::default(),
             dht_bootstraps: Counter::default(),
             dht_provider_lookups: Counter::default(),
             dht_provider_announcements: Counter::default(),
@@ -194,6 +200,21 @@ impl NetMetrics {
             "shed_redirects",
             "Wants shed at the upload cap whose DONT_HAVE named peers just sent the block",
             m.shed_redirects.clone(),
+        );
+        r.register(
+            "upload_waits",
+            "Responses with blocks that waited for the upload line (one written at a time, rarest block first)",
+            m.upload_waits.clone(),
+        );
+        r.register(
+            "upload_wait_sheds",
+            "Responses that waited past the upload line's limit and had their blocks shed (DONT_HAVE with names)",
+            m.upload_wait_sheds.clone(),
+        );
+        r.register(
+            "upload_slot_timeouts",
+            "Responses that held the upload line past its timeout (a slow or stalled reader); the line moved on",
+            m.upload_slot_timeouts.clone(),
         );
         r.register(
             "dht_bootstraps",
@@ -306,6 +327,9 @@ impl NetMetrics {
             provider_redials: self.provider_redials.get(),
             redirect_dials: self.redirect_dials.get(),
             shed_redirects: self.shed_redirects.get(),
+            upload_waits: self.upload_waits.get(),
+            upload_wait_sheds: self.upload_wait_sheds.get(),
+            upload_slot_timeouts: self.upload_slot_timeouts.get(),
             dht_bootstraps: self.dht_bootstraps.get(),
             dht_provider_lookups: self.dht_provider_lookups.get(),
             dht_provider_announcements: self.dht_provider_announcements.get(),
@@ -452,6 +476,12 @@ pub struct MetricsSnapshot {
     /// Wants shed at our upload cap whose DONT_HAVE named the peers we just
     /// sent the block to.
     pub shed_redirects: u64,
+    /// Responses with blocks that waited for the upload line.
+    pub upload_waits: u64,
+    /// Of those, responses that waited too long and had their blocks shed.
+    pub upload_wait_sheds: u64,
+    /// Responses that held the upload line past its timeout.
+    pub upload_slot_timeouts: u64,
     /// Kademlia bootstraps finished, automatic ones included.
     pub dht_bootstraps: u64,
     /// Kademlia provider lookups finished.

@@ -51,6 +51,13 @@ impl TokenBucket {
         self.tokens -= n;
     }
 
+    /// Gives back `n` tokens charged for something that was then not done
+    /// (a block shed after it was charged); never past `burst`.
+    pub fn refund(&mut self, n: f64, now: Instant) {
+        self.refill(now);
+        self.tokens = (self.tokens + n).min(self.burst);
+    }
+
     /// Whether the bucket is full (nothing to remember about it).
     fn is_full(&mut self, now: Instant) -> bool {
         self.refill(now);

@@ -56,6 +56,12 @@ impl ServedLog {
         }
     }
 
+    /// How many peers `cid` was sent to (at most
+    /// [`SERVED_PEERS_PER_BLOCK`]): the upload line sends the rarest first.
+    pub(crate) fn count(&self, cid: &BlockCid) -> usize {
+        self.blocks.get(cid).map_or(0, |e| e.peers.len())
+    }
+
     /// Up to [`NAMES_PER_SHED`] peers `cid` was sent to, other than `asker`
     /// and those `usable` rejects (gone), starting where the last call
     /// stopped.

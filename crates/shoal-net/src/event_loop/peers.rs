@@ -46,6 +46,7 @@ impl EventLoop {
         // Closes every connection to the peer and refuses new ones.
         self.swarm.behaviour_mut().blocked.block_peer(peer);
         self.held.peer_gone(&peer);
+        self.upload.peer_gone(&peer);
         self.metrics.held_wants.set(self.held.len() as i64);
         self.metrics.peers_banned.inc();
     }

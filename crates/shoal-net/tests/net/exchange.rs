@@ -40,6 +40,17 @@ async fn held_count(n: &TestNode, want: usize) {
     .await;
 }
 
+/// `n` dials `server` and waits until it is connected.
+async fn dial_and_wait(n: &TestNode, server: &TestNode) {
+    n.client.dial(server.addr.clone()).await.unwrap();
+    let (c, sp) = (n.client.clone(), server.peer_id);
+    wait_for("connected to the server", Duration::from_secs(5), || {
+        let c = c.clone();
+        async move { c.status().await.unwrap().connected.contains(&sp) }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_want_is_answered_when_the_block_arrives() {
     let net = pair(|_, _| {}).await;
@@ -127,13 +138,8 @@ async fn held_wants_past_the_upload_cap_are_shed_when_the_block_arrives() {
     server.source.expected.lock().unwrap().insert(fresh.cid());
     let mut waiting = Vec::new();
     for n in &net.nodes[1..] {
-        n.client.dial(server.addr.clone()).await.unwrap();
+        dial_and_wait(n, server).await;
         let (c, sp) = (n.client.clone(), server.peer_id);
-        wait_for("connected to the server", Duration::from_secs(5), || {
-            let c = c.clone();
-            async move { c.status().await.unwrap().connected.contains(&sp) }
-        })
-        .await;
         let cid = fresh.cid();
         let me = n.peer_id;
         waiting.push(tokio::spawn(async move { (me, c.want_blocks(sp, &[cid], 5_000).await) }));
@@ -509,5 +515,51 @@ async fn connect_by_id_redials_a_peer_met_before() {
     })
     .await;
     assert_eq!(server.client.metrics().redirect_dials, 1);
+    net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_wants_that_fire_together_go_through_the_upload_line_in_full() {
+    // Three peers each hold wants for the same four blocks. When each block
+    // arrives, three responses are ready at once: one is written, two wait
+    // for the line, and each write's end (libp2p's ResponseSent) moves the
+    // line on. Every want gets its block, and no slot is freed by timeout
+    // (which would mean the line never heard that a write finished).
+    // The line runs only under an upload cap; this one is far above the
+    // 12 × 13 KB answered here, so nothing is shed at the cap.
+    let net = TestNet::spawn_with(4, TransportKind::Memory, 0x11AE, |i, c| {
+        if i == 0 {
+            c.max_upload = 64 * 1024 * 1024;
+        }
+    })
+    .await;
+    let server = &net.nodes[0];
+    let blocks: Vec<VerifiedBlock> = (0..4).map(|i| block(&format!("line {i}"))).collect();
+    for b in &blocks {
+        server.source.expected.lock().unwrap().insert(b.cid());
+    }
+    let mut waiting = Vec::new();
+    for n in &net.nodes[1..] {
+        dial_and_wait(n, server).await;
+        let (c, sp) = (n.client.clone(), server.peer_id);
+        for b in &blocks {
+            let (c, cid) = (c.clone(), b.cid());
+            waiting.push(tokio::spawn(async move { (cid, c.want_blocks(sp, &[cid], 5_000).await) }));
+        }
+    }
+    held_count(server, 12).await;
+    for b in &blocks {
+        server.source.blocks.lock().unwrap().insert(b.cid(), b.clone());
+        server.client.block_available(b.clone()).await.unwrap();
+    }
+    for w in waiting {
+        let (cid, r) = w.await.unwrap();
+        let r = r.unwrap();
+        assert_eq!(r.blocks.iter().map(VerifiedBlock::cid).collect::<Vec<_>>(), vec![cid], "{r:?}");
+    }
+    let m = server.client.metrics();
+    assert_eq!(m.blocks_served, 12);
+    assert!(m.upload_waits >= 8, "two of every three responses per block wait for the line: {}", m.upload_waits);
+    assert_eq!(m.upload_slot_timeouts, 0, "every write's end freed the line");
     net.shutdown().await;
 }
