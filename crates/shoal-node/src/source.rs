@@ -23,6 +23,15 @@ const MAX_GATED: usize = 4096;
 const ACTIVE_WINDOW: Duration = Duration::from_secs(3);
 /// Most peers tracked for connection age and activity (one per connection).
 const MAX_TRACKED_PEERS: usize = 4096;
+/// Seeds the publisher stripes its new blocks over: block *i* goes first to
+/// pool seed *i* mod 4 (and the next `origin_copies - 1`). One seed for
+/// every block puts the whole first hop on one viewer's uplink: at 10
+/// Mbit/s a 4-block segment takes that seed 208 ms just to receive-and-pass
+/// one copy of each block, and all of its children queue behind it. Four
+/// seeds with a block each spread a segment over four lines at once, for
+/// the same publisher upload (one copy per block). Four is a 1 s segment
+/// at 2 Mbit/s in 64 KiB blocks; more seeds than blocks only rotate.
+const STRIPE_SEEDS: usize = 4;
 
 #[derive(Debug, Default)]
 struct Expected {
@@ -35,6 +44,9 @@ struct Gate {
     published: Instant,
     /// A seed (or a fallback asker) has been given this block.
     given: bool,
+    /// This block's seeds, chosen when it was published (its stripe); empty
+    /// when nobody was fetching yet, and then the seeds of the moment.
+    seeds: Vec<PeerId>,
 }
 
 /// If no seed has asked for a new block this long after it was published,
@@ -54,6 +66,8 @@ struct Seeds {
 struct Gates {
     map: HashMap<BlockCid, Gate>,
     order: VecDeque<BlockCid>,
+    /// Blocks published so far: where the next block's stripe starts.
+    stripe: usize,
 }
 
 /// The node's [`BlockSource`]. Every method is a memory lookup or one
@@ -102,12 +116,22 @@ impl NodeSource {
         }
     }
 
-    /// Blocks this node just published: gate them.
+    /// Blocks this node just published: gate them, each with its own seeds
+    /// (a stripe over the seed pool, see [`STRIPE_SEEDS`]).
     pub fn published(&self, cids: impl IntoIterator<Item = BlockCid>) {
+        let pool = self
+            .seeds
+            .lock()
+            .map(|mut s| self.current_seeds(&mut s, Instant::now(), self.pool_size()))
+            .unwrap_or_default();
         let Ok(mut g) = self.gates.lock() else { return };
         let now = Instant::now();
+        let copies = (self.origin_copies as usize).min(pool.len());
         for cid in cids {
-            if g.map.insert(cid, Gate { published: now, given: false }).is_none() {
+            let first = g.stripe;
+            g.stripe = g.stripe.wrapping_add(1);
+            let seeds = (0..copies).map(|k| pool[(first + k) % pool.len()]).collect();
+            if g.map.insert(cid, Gate { published: now, given: false, seeds }).is_none() {
                 g.order.push_back(cid);
                 if g.order.len() > MAX_GATED
                     && let Some(old) = g.order.pop_front()
@@ -135,25 +159,51 @@ impl NodeSource {
         }
     }
 
-    /// The seeds now: the `origin_copies` longest-connected peers among
-    /// those that asked for one of our new blocks within `ACTIVE_WINDOW`.
-    fn current_seeds(&self, s: &mut Seeds, now: Instant) -> Vec<PeerId> {
+    /// Seeds in the stripe pool: [`STRIPE_SEEDS`], or more if each block
+    /// has more copies.
+    fn pool_size(&self) -> usize {
+        STRIPE_SEEDS.max(self.origin_copies as usize)
+    }
+
+    /// The `n` longest-connected peers among those that asked for one of
+    /// our new blocks within `ACTIVE_WINDOW`.
+    fn current_seeds(&self, s: &mut Seeds, now: Instant, n: usize) -> Vec<PeerId> {
         s.last_request.retain(|_, t| now.duration_since(*t) < ACTIVE_WINDOW);
         let mut active: Vec<(Instant, PeerId)> =
             s.last_request.keys().map(|p| (s.connected_at.get(p).copied().unwrap_or(now), *p)).collect();
         active.sort();
-        active.into_iter().take(self.origin_copies as usize).map(|(_, p)| p).collect()
+        active.into_iter().take(n).map(|(_, p)| p).collect()
     }
 
-    /// The peers the first-copies gate serves new blocks to right now. The
-    /// publisher tells them it holds each new segment's blocks (a HAVE just
-    /// before the manifest's gossip): a seed whose gossip copy of the
-    /// manifest came through another viewer would otherwise hold its want
-    /// at that viewer, which the gate refuses, until the refusal expired
-    /// (~320 ms on ~1 in 3 segments, docs/benchmarks.md).
-    pub fn seeds(&self) -> Vec<PeerId> {
-        let Ok(mut s) = self.seeds.lock() else { return Vec::new() };
-        self.current_seeds(&mut s, Instant::now())
+    /// The seeds of block `cid`: its stripe's, or (published before anyone
+    /// fetched) the `origin_copies` seeds of the moment. `None` if the
+    /// block is not gated.
+    fn block_seeds(&self, cid: &BlockCid) -> Option<Vec<PeerId>> {
+        let chosen = self.gates.lock().ok()?.map.get(cid)?.seeds.clone();
+        if !chosen.is_empty() {
+            return Some(chosen);
+        }
+        let mut s = self.seeds.lock().ok()?;
+        Some(self.current_seeds(&mut s, Instant::now(), self.origin_copies as usize))
+    }
+
+    /// Which seed gets which of `cids` first, for the publisher's HAVE to
+    /// each (`first_copies`, just before the manifest's gossip): a seed whose
+    /// gossip copy of the manifest came through another viewer would
+    /// otherwise hold its want at that viewer, which the gate refuses, until
+    /// the refusal expired (~320 ms on ~1 in 3 segments,
+    /// docs/benchmarks.md).
+    pub fn first_copies(&self, cids: &[BlockCid]) -> Vec<(PeerId, Vec<BlockCid>)> {
+        let mut out: Vec<(PeerId, Vec<BlockCid>)> = Vec::new();
+        for cid in cids {
+            for seed in self.block_seeds(cid).unwrap_or_default() {
+                match out.iter_mut().find(|(p, _)| *p == seed) {
+                    Some((_, v)) => v.push(*cid),
+                    None => out.push((seed, vec![*cid])),
+                }
+            }
+        }
+        out
     }
 
     /// Whether `peer` may have `cid` from us now.
@@ -169,7 +219,11 @@ impl NodeSource {
         if s.last_request.len() < MAX_TRACKED_PEERS || s.last_request.contains_key(peer) {
             s.last_request.insert(*peer, now);
         }
-        let is_seed = self.current_seeds(&mut s, now).contains(peer);
+        let is_seed = if gate.seeds.is_empty() {
+            self.current_seeds(&mut s, now, self.origin_copies as usize).contains(peer)
+        } else {
+            gate.seeds.contains(peer)
+        };
         let allow = is_seed || (!gate.given && age >= SEED_WAIT);
         if allow {
             gate.given = true;
@@ -200,7 +254,7 @@ impl BlockSource for NodeSource {
         if !gated {
             return Vec::new();
         }
-        self.seeds().into_iter().filter(|s| s != peer).collect()
+        self.block_seeds(cid).unwrap_or_default().into_iter().filter(|s| s != peer).collect()
     }
 
     fn has_block(&self, cid: &BlockCid) -> bool {
@@ -241,17 +295,57 @@ mod tests {
         source.peer_connected(old);
         std::thread::sleep(Duration::from_millis(2));
         source.peer_connected(young);
-        assert!(source.seeds().is_empty(), "nobody has asked for a new block yet");
         let cid = BlockCid::of(b"new block");
         source.published([cid]);
+        assert_eq!(source.first_copies(&[cid]), vec![], "nobody has asked for a new block yet");
         // Asking is what makes a peer active; the idle one never asks.
         assert!(source.gate_allows(&old, &cid), "the older active asker is the seed");
         assert!(!source.gate_allows(&young, &cid), "a younger asker is refused while the gate is young");
-        assert_eq!(source.seeds(), vec![old], "the connected-earliest idle peer is not a seed");
+        assert_eq!(
+            source.first_copies(&[cid]),
+            vec![(old, vec![cid])],
+            "the connected-earliest idle peer is not a seed"
+        );
         assert_eq!(source.redirect(&young, &cid), vec![old], "a refused asker is told where the block went");
         assert!(source.redirect(&old, &cid).is_empty(), "a seed is not redirected to itself");
         assert!(source.redirect(&young, &BlockCid::of(b"not ours")).is_empty(), "only gated blocks redirect");
         source.peer_disconnected(&old);
-        assert_eq!(source.seeds(), vec![young], "a seed that leaves is replaced at once");
+        assert_eq!(source.first_copies(&[cid]), vec![(young, vec![cid])], "a seed that leaves is replaced at once");
+    }
+
+    #[test]
+    fn a_segments_blocks_are_striped_over_the_seed_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path(), &StoreConfig::default()).unwrap());
+        let source = NodeSource::new(store, 1, Duration::from_millis(1500));
+        // Five viewers, connected in order, all fetching: the oldest four
+        // make the pool.
+        let peers: Vec<PeerId> = (0..5).map(|_| PeerId::random()).collect();
+        for p in &peers {
+            source.peer_connected(*p);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let warm = BlockCid::of(b"warm-up");
+        source.published([warm]);
+        for p in &peers {
+            source.gate_allows(p, &warm);
+        }
+        let seg: Vec<BlockCid> = (0..STRIPE_SEEDS as u8).map(|i| BlockCid::of(&[b's', i])).collect();
+        source.published(seg.iter().copied());
+        let firsts = source.first_copies(&seg);
+        assert_eq!(firsts.len(), STRIPE_SEEDS, "one seed per block: {firsts:?}");
+        let mut covered: Vec<BlockCid> = firsts.iter().flat_map(|(_, c)| c.clone()).collect();
+        covered.sort();
+        let mut want = seg.clone();
+        want.sort();
+        assert_eq!(covered, want, "every block has exactly one seed");
+        assert!(firsts.iter().all(|(p, c)| c.len() == 1 && peers[..4].contains(p)), "the youngest is not in the pool");
+        for (seed, cids) in &firsts {
+            let cid = cids[0];
+            let other = firsts.iter().find(|(p, _)| p != seed).map(|(p, _)| *p).unwrap();
+            assert!(!source.gate_allows(&other, &cid), "another pool seed is refused this block");
+            assert_eq!(source.redirect(&other, &cid), vec![*seed], "and told which seed has it");
+            assert!(source.gate_allows(seed, &cid), "its own seed gets it");
+        }
     }
 }

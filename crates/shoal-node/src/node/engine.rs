@@ -703,7 +703,9 @@ impl Engine {
         }
         // Seeds hear HAVE first, so they ask us even when another viewer's
         // copy of the manifest reaches them first (NodeSource::seeds).
-        let _ = self.shared.net.announce_to(self.shared.source.seeds(), cids).await;
+        for (seed, cids) in self.shared.source.first_copies(&cids) {
+            let _ = self.shared.net.announce_to(vec![seed], cids).await;
+        }
         if let Err(e) = self.shared.net.publish_manifest(channel, Bytes::from(verified.encode())).await {
             // No peers yet is normal for a fresh publisher: the segment is
             // stored and served to anyone who asks for the head.
