@@ -175,16 +175,24 @@ impl NodeSource {
         active.into_iter().take(n).map(|(_, p)| p).collect()
     }
 
-    /// The seeds of block `cid`: its stripe's, or (published before anyone
-    /// fetched) the `origin_copies` seeds of the moment. `None` if the
-    /// block is not gated.
+    /// The seeds of block `cid`: its stripe's that are still connected, or
+    /// (none left, or published before anyone fetched) the
+    /// `origin_copies` seeds of the moment. `None` if the block is not
+    /// gated.
     fn block_seeds(&self, cid: &BlockCid) -> Option<Vec<PeerId>> {
         let chosen = self.gates.lock().ok()?.map.get(cid)?.seeds.clone();
-        if !chosen.is_empty() {
-            return Some(chosen);
-        }
         let mut s = self.seeds.lock().ok()?;
-        Some(self.current_seeds(&mut s, Instant::now(), self.origin_copies as usize))
+        Some(self.live_seeds(&mut s, &chosen, Instant::now()))
+    }
+
+    /// `chosen` (a block's stripe) less the peers that left; if none is
+    /// left, the `origin_copies` seeds of the moment. Under churn a stripe
+    /// seed that left would otherwise keep its block from everyone but the
+    /// first asker after `SEED_WAIT`, and the gate's redirects would name a
+    /// peer that is gone.
+    fn live_seeds(&self, s: &mut Seeds, chosen: &[PeerId], now: Instant) -> Vec<PeerId> {
+        let live: Vec<PeerId> = chosen.iter().filter(|p| s.connected_at.contains_key(p)).copied().collect();
+        if live.is_empty() { self.current_seeds(s, now, self.origin_copies as usize) } else { live }
     }
 
     /// Which seed gets which of `cids` first, for the publisher's HAVE to
@@ -219,11 +227,7 @@ impl NodeSource {
         if s.last_request.len() < MAX_TRACKED_PEERS || s.last_request.contains_key(peer) {
             s.last_request.insert(*peer, now);
         }
-        let is_seed = if gate.seeds.is_empty() {
-            self.current_seeds(&mut s, now, self.origin_copies as usize).contains(peer)
-        } else {
-            gate.seeds.contains(peer)
-        };
+        let is_seed = self.live_seeds(&mut s, &gate.seeds, now).contains(peer);
         let allow = is_seed || (!gate.given && age >= SEED_WAIT);
         if allow {
             gate.given = true;
@@ -311,6 +315,30 @@ mod tests {
         assert!(source.redirect(&young, &BlockCid::of(b"not ours")).is_empty(), "only gated blocks redirect");
         source.peer_disconnected(&old);
         assert_eq!(source.first_copies(&[cid]), vec![(young, vec![cid])], "a seed that leaves is replaced at once");
+    }
+
+    #[test]
+    fn a_stripe_seed_that_leaves_is_replaced_for_its_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path(), &StoreConfig::default()).unwrap());
+        let source = NodeSource::new(store, 1, Duration::from_millis(1500));
+        let (first, second) = (PeerId::random(), PeerId::random());
+        source.peer_connected(first);
+        std::thread::sleep(Duration::from_millis(2));
+        source.peer_connected(second);
+        let warm = BlockCid::of(b"warm-up");
+        source.published([warm]);
+        source.gate_allows(&first, &warm);
+        source.gate_allows(&second, &warm);
+        // Published with a pool of two: the stripe picks one of them.
+        let cid = BlockCid::of(b"striped");
+        source.published([cid]);
+        let [(seed, _)] = source.first_copies(&[cid])[..] else { panic!("one seed") };
+        let other = if seed == first { second } else { first };
+        assert!(!source.gate_allows(&other, &cid), "while its seed is here, another asker is refused");
+        source.peer_disconnected(&seed);
+        assert_eq!(source.redirect(&PeerId::random(), &cid), vec![other], "redirects name a live seed");
+        assert!(source.gate_allows(&other, &cid), "the block's seed left: the seed of the moment gets it");
     }
 
     #[test]
