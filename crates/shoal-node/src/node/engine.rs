@@ -702,7 +702,7 @@ impl Engine {
             let _ = self.shared.net.block_available(b).await;
         }
         // Seeds hear HAVE first, so they ask us even when another viewer's
-        // copy of the manifest reaches them first (NodeSource::seeds).
+        // copy of the manifest reaches them first (NodeSource::first_copies).
         for (seed, cids) in self.shared.source.first_copies(&cids) {
             let _ = self.shared.net.announce_to(vec![seed], cids).await;
         }
