@@ -183,6 +183,9 @@ impl EventLoop {
             Submit::Now(_, peer, reply, response) => self.write_response(peer, reply, response, now),
             Submit::Queued => {
                 self.metrics.upload_waits.inc();
+                // The line may be free while others wait (a slot let go by
+                // its timeout): move now, not at the next sweep.
+                self.pump_upload();
             }
         }
     }
