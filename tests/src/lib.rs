@@ -73,14 +73,27 @@ pub struct NodeProc {
 
 /// Writes a test config: loopback only, no mDNS, Kademlia server mode.
 pub fn write_test_config(data_dir: &Path) -> Result<PathBuf> {
+    write_test_config_with(data_dir, "")
+}
+
+/// [`write_test_config`] plus `net_extra`: more `key = value` lines for the
+/// `[net]` section (for example a `deny` list).
+pub fn write_test_config_with(data_dir: &Path, net_extra: &str) -> Result<PathBuf> {
     let path = data_dir.join("test-config.toml");
-    std::fs::write(&path, "[net]\nmdns = false\nkad_server_mode = true\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n")?;
+    let base = "[net]\nmdns = false\nkad_server_mode = true\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n";
+    std::fs::write(&path, format!("{base}{net_extra}"))?;
     Ok(path)
 }
 
 impl NodeProc {
     /// `shoal init` (first time) then `shoal node` with `bootstrap`.
     pub fn start(name: &str, data_dir: &Path, bootstrap: &[&str]) -> Result<Self> {
+        Self::start_with(name, data_dir, bootstrap, "")
+    }
+
+    /// [`NodeProc::start`] with extra `[net]` config lines (see
+    /// [`write_test_config_with`]).
+    pub fn start_with(name: &str, data_dir: &Path, bootstrap: &[&str], net_extra: &str) -> Result<Self> {
         std::fs::create_dir_all(data_dir)?;
         if !data_dir.join("identity.key").exists() {
             let out = Command::new(shoal_bin()).args(["init", "--data-dir"]).arg(data_dir).output()?;
@@ -88,7 +101,7 @@ impl NodeProc {
                 bail!("shoal init failed: {}", String::from_utf8_lossy(&out.stderr));
             }
         }
-        let config = write_test_config(data_dir)?;
+        let config = write_test_config_with(data_dir, net_extra)?;
         let log = std::fs::File::create(data_dir.join("node.log"))?;
         let mut cmd = Command::new(shoal_bin());
         cmd.args(["node", "--api", "127.0.0.1:0", "--data-dir"]).arg(data_dir).arg("--config").arg(&config);

@@ -133,18 +133,26 @@ fn twelve_nodes_survive_killed_watchers_and_a_restart() -> Result<()> {
     let got = std::fs::read(&rejoin_out)?;
     ensure!(got.len() >= 64, "too little output");
 
-    // It serves what it stores: a fresh node that knows only n1 watches.
-    let fresh = NodeProc::start("fresh", &tmp.path().join("fresh"), &[&nodes[1].addr])?;
+    // It serves what it stores: a fresh node that may talk only to n1
+    // watches. Every other node is on its deny list, so the DHT cannot hand
+    // it a second source and every block it plays came through n1.
+    let others: Vec<String> =
+        nodes.iter().enumerate().filter(|(i, _)| *i != 1).map(|(_, n)| format!("{:?}", n.peer_id)).collect();
+    let deny = format!("deny = [{}]\n", others.join(", "));
+    let fresh = NodeProc::start_with("fresh", &tmp.path().join("fresh"), &[&nodes[1].addr], &deny)?;
     let fresh_out = tmp.path().join("fresh.bin");
     let mut fw = watch(&fresh, &channel, &fresh_out)?;
     let fresh_ok = wait_for(Duration::from_secs(10), "the fresh node's first segment", || {
         std::fs::metadata(&fresh_out).ok().filter(|m| m.len() > 0)
     });
+    let fresh_peers = fresh.get_json("/api/v1/peers")?["peers"].clone();
     let _ = fw.kill();
     let _ = w.kill();
     let _ = pacer.join();
     let _ = publish.wait();
     fresh_ok.with_context(|| fresh.log())?;
+    let fresh_peers: Vec<&str> = fresh_peers.as_array().into_iter().flatten().filter_map(|p| p.as_str()).collect();
+    ensure!(fresh_peers == [nodes[1].peer_id.as_str()], "the fresh node talked to more than n1: {fresh_peers:?}");
     let served = nodes[1].metric("shoal_net_blocks_served_total", &[])?;
     println!("restarted node served {served} blocks after rejoining");
     ensure!(served > 0.0, "the restarted node served nothing");
