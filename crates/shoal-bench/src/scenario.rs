@@ -73,6 +73,9 @@ pub(crate) struct Scenario {
     /// their operators would (the node then sheds wants past it instead of
     /// queueing them). Off: the node does not know its line.
     pub(crate) viewers_know_their_upload: bool,
+    /// The publisher's `[fetch] stripe_seeds` (the node default, 4, unless
+    /// set): for measuring the first hop with fewer or more seeds.
+    pub(crate) stripe_seeds: Option<u32>,
 }
 
 impl Default for Scenario {
@@ -102,6 +105,7 @@ impl Default for Scenario {
             gossip_heartbeat_ms: 1000,
             ping_interval_ms: 2500,
             viewers_know_their_upload: true,
+            stripe_seeds: None,
         }
     }
 }

@@ -107,6 +107,9 @@ pub(crate) fn bench_node_config(s: &Scenario, data_dir: PathBuf, net: NetConfig)
         ..NodeConfig::default()
     };
     cfg.fetch.target_latency_ms = s.target_latency_ms;
+    if let Some(n) = s.stripe_seeds {
+        cfg.fetch.stripe_seeds = n;
+    }
     if let Some(m) = s.store_cache_mib {
         cfg.store.block_cache_bytes = m << 20;
     }
@@ -185,6 +188,10 @@ impl BenchNode for ShoalNode {
                 ("hedges", sched.hedges),
                 ("timeouts", sched.timeouts),
                 ("switches", sched.switches),
+                ("dup_blocks", sched.duplicate_blocks),
+                ("dup_switched", sched.duplicates_switched),
+                ("dup_raced", sched.duplicates_raced),
+                ("dup_timed_out", sched.duplicates_timed_out),
                 ("stalls", sched.stalls),
                 ("stalls_excused", sched.stalls_excused),
                 ("given_up", sched.segments_given_up),

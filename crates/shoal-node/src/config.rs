@@ -17,7 +17,10 @@ use serde::{Deserialize, Serialize};
 use shoal_net::NetConfig;
 use shoal_store::StoreConfig;
 
-use crate::scheduler::SchedulerConfig;
+use crate::{
+    scheduler::SchedulerConfig,
+    source::{MAX_STRIPE_SEEDS, STRIPE_SEEDS, SourceConfig},
+};
 
 /// Default local API / gateway address: loopback only.
 pub const DEFAULT_API: &str = "127.0.0.1:8455";
@@ -91,6 +94,10 @@ pub struct FetchConfig {
     /// Publisher side: after this long, the publisher serves a block to
     /// anyone (stragglers), ms.
     pub origin_grace_ms: u64,
+    /// Publisher side: the seeds a segment's blocks are striped over, block
+    /// *n* first to seed *n* mod `stripe_seeds`. 1 gives every block to the
+    /// same seed (one uplink carries the whole first hop).
+    pub stripe_seeds: u32,
     /// Bench baseline only (`shoal-bench --modes origin`): fetch blocks from
     /// this peer id alone (the publisher), ignore other peers' HAVEs and
     /// announce none, i.e. the CDN picture. Unset in real use.
@@ -110,6 +117,7 @@ impl Default for FetchConfig {
             stall_limit: s.stall_limit,
             origin_copies: 1,
             origin_grace_ms: 1500,
+            stripe_seeds: STRIPE_SEEDS,
             origin_only: None,
         }
     }
@@ -126,6 +134,15 @@ impl FetchConfig {
             base_timeout: Duration::from_millis(self.base_timeout_ms),
             stall_limit: self.stall_limit,
             ..SchedulerConfig::default()
+        }
+    }
+
+    /// The publisher-side configuration of the node's block source.
+    pub fn source(&self) -> SourceConfig {
+        SourceConfig {
+            origin_copies: self.origin_copies,
+            origin_grace: Duration::from_millis(self.origin_grace_ms),
+            stripe_seeds: self.stripe_seeds,
         }
     }
 }
@@ -321,6 +338,15 @@ impl NodeConfig {
                 reason: "must be at least 1, or nobody gets the stream first".into(),
             });
         }
+        if !(1..=MAX_STRIPE_SEEDS).contains(&self.fetch.stripe_seeds) {
+            return Err(ConfigError::Invalid {
+                key: "fetch.stripe_seeds",
+                reason: format!(
+                    "{} is out of range: give 1 (one seed takes every block) to {MAX_STRIPE_SEEDS}",
+                    self.fetch.stripe_seeds
+                ),
+            });
+        }
         Ok(())
     }
 }
@@ -382,6 +408,8 @@ mod tests {
                 }),
             ),
             ("fetch.origin_grace_ms", Box::new(|c| c.fetch.origin_grace_ms = 100_000)),
+            ("fetch.stripe_seeds", Box::new(|c| c.fetch.stripe_seeds = 0)),
+            ("fetch.stripe_seeds", Box::new(|c| c.fetch.stripe_seeds = MAX_STRIPE_SEEDS + 1)),
             ("max_connections_per_ip", Box::new(|c| c.net.max_connections_per_ip = 0)),
             ("max_memory_percent", Box::new(|c| c.net.max_memory_percent = 101)),
             ("held_wants_per_peer", Box::new(|c| c.net.held_wants_per_peer = 10_000)),

@@ -157,11 +157,7 @@ impl Node {
         let mut registry = Registry::default();
         let store = Arc::new(Store::open(data_dir.join("store"), &config.store)?);
         let evictor = store.spawn_evictor().ok();
-        let source = Arc::new(NodeSource::new(
-            store.clone(),
-            config.fetch.origin_copies,
-            Duration::from_millis(config.fetch.origin_grace_ms),
-        ));
+        let source = Arc::new(NodeSource::new(store.clone(), config.fetch.source()));
         // Every engine log line carries the node's peer id, so a log of many
         // nodes in one process (the bench, the test swarms) can be told apart.
         // ERROR level: enabled under any filter that shows the engine's lines.

@@ -72,6 +72,24 @@ const EARLY_HAVE_TTL: Duration = Duration::from_secs(2);
 /// liars can send us: each hop costs one DONT_HAVE round trip.
 const MAX_REDIRECTS_PER_BLOCK: usize = 8;
 
+/// Most (block, peer) requests remembered after they ended without their
+/// block, to tell why a duplicate came (see [`SchedulerStats`]'s
+/// `duplicates_*`). A few seconds of wants at one node.
+const ENDED_MEMORY: usize = 1024;
+
+/// Why a request ended without its block: if the block comes anyway, the
+/// duplicate is counted under this cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// A held want moved to a HAVE holder (`maybe_switch`).
+    Switched,
+    /// Another peer's copy came first (a hedge, or the first want beat its
+    /// hedge).
+    Raced,
+    /// The request timed out.
+    TimedOut,
+}
+
 /// What the scheduler wants done.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action<P> {
@@ -202,6 +220,10 @@ pub struct Scheduler<P> {
     /// added: the publisher tells its seeds it holds a new segment's blocks
     /// just before it gossips the manifest, and that HAVE may overtake it.
     early_haves: BlockPeers<P>,
+    /// Requests that ended without their block, and why (bounded by
+    /// `ENDED_MEMORY`, oldest forgotten).
+    ended: HashMap<(BlockCid, P), Ended>,
+    ended_order: VecDeque<(BlockCid, P)>,
     actions: VecDeque<Action<P>>,
     stats: SchedulerStats,
 }
@@ -222,6 +244,8 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
             done: VecDeque::new(),
             done_set: BTreeSet::new(),
             early_haves: BlockPeers::new(MAX_EARLY_HAVES, EARLY_HAVE_TTL),
+            ended: HashMap::new(),
+            ended_order: VecDeque::new(),
             actions: VecDeque::new(),
             stats: SchedulerStats::default(),
         }
@@ -403,6 +427,12 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
         let Some(b) = self.blocks.remove(&cid) else {
             if self.done_set.contains(&cid) {
                 self.stats.duplicate_blocks += 1;
+                match self.ended.get(&(cid, peer.clone())) {
+                    Some(Ended::Switched) => self.stats.duplicates_switched += 1,
+                    Some(Ended::Raced) => self.stats.duplicates_raced += 1,
+                    Some(Ended::TimedOut) => self.stats.duplicates_timed_out += 1,
+                    None => {}
+                }
                 // Size unknown here; the caller adds bytes via on_duplicate_bytes.
             }
             if let Some(p) = self.peers.get_mut(peer) {
@@ -450,6 +480,9 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
                 self.actions.push_back(Action::Cancel { peer: r.peer.clone(), cid });
             }
         }
+        for r in b.requests.iter().filter(|r| r.peer != *peer) {
+            self.ended(cid, r.peer.clone(), Ended::Raced);
+        }
         self.remember_done(cid);
         self.actions.push_back(Action::AnnounceHave { cid });
         for seq in &b.seqs {
@@ -470,6 +503,19 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
     /// the size; the scheduler already forgot the block).
     pub fn on_duplicate_bytes(&mut self, bytes: u64) {
         self.stats.duplicate_bytes += bytes;
+    }
+
+    /// Remembers that `peer`'s request for `cid` ended without the block,
+    /// and why.
+    fn ended(&mut self, cid: BlockCid, peer: P, why: Ended) {
+        if self.ended.insert((cid, peer.clone()), why).is_none() {
+            self.ended_order.push_back((cid, peer));
+            if self.ended_order.len() > ENDED_MEMORY
+                && let Some(old) = self.ended_order.pop_front()
+            {
+                self.ended.remove(&old);
+            }
+        }
     }
 
     /// Ends `peer`'s open request for `cid` without a block: frees its
@@ -575,7 +621,7 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
                 // block again, and loses rank for every block.
                 b.refused.insert(r.peer.clone(), now);
                 b.holders.retain(|h| *h != r.peer);
-                stalled.push((r.peer, b.size));
+                stalled.push((r.peer, b.size, *cid));
             }
             // Near the deadline, or the one request is late: a second peer
             // may be asked (`dispatch` decides whom, and whether at all).
@@ -585,8 +631,9 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
                 replan.push((b.deadline, *cid));
             }
         }
-        for (peer, size) in stalled {
+        for (peer, size, cid) in stalled {
             self.stats.timeouts += 1;
+            self.ended(cid, peer.clone(), Ended::TimedOut);
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.stall(&mut self.stats, false, self.cfg.busy_grace, now);
                 p.inflight = p.inflight.saturating_sub(1);
@@ -629,9 +676,10 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
                 p.inflight = p.inflight.saturating_sub(1);
                 p.queued_bytes = p.queued_bytes.saturating_sub(size);
             }
-            self.actions.push_back(Action::Cancel { peer: old.peer, cid });
+            self.actions.push_back(Action::Cancel { peer: old.peer.clone(), cid });
             self.pending.insert((deadline, cid));
             self.stats.switches += 1;
+            self.ended(cid, old.peer, Ended::Switched);
         }
     }
 

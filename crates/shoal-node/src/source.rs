@@ -23,15 +23,39 @@ const MAX_GATED: usize = 4096;
 const ACTIVE_WINDOW: Duration = Duration::from_secs(3);
 /// Most peers tracked for connection age and activity (one per connection).
 const MAX_TRACKED_PEERS: usize = 4096;
-/// Seeds the publisher stripes its new blocks over: block *i* goes first to
-/// pool seed *i* mod 4 (and the next `origin_copies - 1`). One seed for
-/// every block puts the whole first hop on one viewer's uplink: at 10
-/// Mbit/s a 4-block segment takes that seed 208 ms just to receive-and-pass
-/// one copy of each block, and all of its children queue behind it. Four
-/// seeds with a block each spread a segment over four lines at once, for
-/// the same publisher upload (one copy per block). Four is a 1 s segment
-/// at 2 Mbit/s in 64 KiB blocks; more seeds than blocks only rotate.
-const STRIPE_SEEDS: usize = 4;
+/// Default for [`SourceConfig::stripe_seeds`]: the seeds the publisher
+/// stripes its new blocks over. Block *i* goes first to pool seed *i* mod 4
+/// (and the next `origin_copies - 1`). One seed for every block puts the
+/// whole first hop on one viewer's uplink: at 10 Mbit/s a 4-block segment
+/// takes that seed 208 ms just to receive-and-pass one copy of each block,
+/// and all of its children queue behind it. Four seeds with a block each
+/// spread a segment over four lines at once, for the same publisher upload
+/// (one copy per block). Four is a 1 s segment at 2 Mbit/s in 64 KiB
+/// blocks; more seeds than blocks only rotate.
+pub const STRIPE_SEEDS: u32 = 4;
+/// Most seeds one stripe may span (the config's upper bound): a stripe
+/// wider than a segment's blocks only rotates, and each pool seed costs a
+/// first-copies HAVE per segment.
+pub const MAX_STRIPE_SEEDS: u32 = 64;
+
+/// The publisher-side knobs of [`NodeSource`] (`[fetch]` in the node's
+/// config: `origin_copies`, `origin_grace_ms`, `stripe_seeds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceConfig {
+    /// Peers that get each new block straight from the publisher.
+    pub origin_copies: u32,
+    /// After this long the publisher serves a block to anyone.
+    pub origin_grace: Duration,
+    /// Seeds a segment's blocks are striped over (at least
+    /// `origin_copies`; 1 gives every block to the same seed).
+    pub stripe_seeds: u32,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        Self { origin_copies: 1, origin_grace: Duration::from_millis(1500), stripe_seeds: STRIPE_SEEDS }
+    }
+}
 
 #[derive(Debug, Default)]
 struct Expected {
@@ -80,6 +104,7 @@ pub struct NodeSource {
     seeds: Mutex<Seeds>,
     origin_copies: u32,
     origin_grace: Duration,
+    stripe_seeds: u32,
 }
 
 impl NodeSource {
@@ -90,14 +115,15 @@ impl NodeSource {
     /// keeps the publisher's upload near one copy. Seeds are stable (a tree,
     /// not a lottery per block) and change only when a seed stops asking or
     /// disconnects.
-    pub fn new(store: Arc<Store>, origin_copies: u32, origin_grace: Duration) -> Self {
+    pub fn new(store: Arc<Store>, config: SourceConfig) -> Self {
         Self {
             store,
             expected: Mutex::new(Expected::default()),
             gates: Mutex::new(Gates::default()),
             seeds: Mutex::new(Seeds::default()),
-            origin_copies,
-            origin_grace,
+            origin_copies: config.origin_copies,
+            origin_grace: config.origin_grace,
+            stripe_seeds: config.stripe_seeds,
         }
     }
 
@@ -117,7 +143,7 @@ impl NodeSource {
     }
 
     /// Blocks this node just published: gate them, each with its own seeds
-    /// (a stripe over the seed pool, see [`STRIPE_SEEDS`]).
+    /// (a stripe over the seed pool, see [`SourceConfig::stripe_seeds`]).
     pub fn published(&self, cids: impl IntoIterator<Item = BlockCid>) {
         let pool = self
             .seeds
@@ -159,10 +185,10 @@ impl NodeSource {
         }
     }
 
-    /// Seeds in the stripe pool: [`STRIPE_SEEDS`], or more if each block
-    /// has more copies.
+    /// Seeds in the stripe pool: `stripe_seeds`, or more if each block has
+    /// more copies.
     fn pool_size(&self) -> usize {
-        STRIPE_SEEDS.max(self.origin_copies as usize)
+        self.stripe_seeds.max(self.origin_copies) as usize
     }
 
     /// The `n` longest-connected peers among those that asked for one of
@@ -292,7 +318,7 @@ mod tests {
     fn seeds_are_the_longest_connected_active_askers() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path(), &StoreConfig::default()).unwrap());
-        let source = NodeSource::new(store, 1, Duration::from_millis(1500));
+        let source = NodeSource::new(store, SourceConfig::default());
         let (old, young, idle) = (PeerId::random(), PeerId::random(), PeerId::random());
         source.peer_connected(idle);
         std::thread::sleep(Duration::from_millis(2));
@@ -321,7 +347,7 @@ mod tests {
     fn a_stripe_seed_that_leaves_is_replaced_for_its_blocks() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path(), &StoreConfig::default()).unwrap());
-        let source = NodeSource::new(store, 1, Duration::from_millis(1500));
+        let source = NodeSource::new(store, SourceConfig::default());
         let (first, second) = (PeerId::random(), PeerId::random());
         source.peer_connected(first);
         std::thread::sleep(Duration::from_millis(2));
@@ -345,7 +371,7 @@ mod tests {
     fn a_segments_blocks_are_striped_over_the_seed_pool() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path(), &StoreConfig::default()).unwrap());
-        let source = NodeSource::new(store, 1, Duration::from_millis(1500));
+        let source = NodeSource::new(store, SourceConfig::default());
         // Five viewers, connected in order, all fetching: the oldest four
         // make the pool.
         let peers: Vec<PeerId> = (0..5).map(|_| PeerId::random()).collect();
@@ -361,7 +387,7 @@ mod tests {
         let seg: Vec<BlockCid> = (0..STRIPE_SEEDS as u8).map(|i| BlockCid::of(&[b's', i])).collect();
         source.published(seg.iter().copied());
         let firsts = source.first_copies(&seg);
-        assert_eq!(firsts.len(), STRIPE_SEEDS, "one seed per block: {firsts:?}");
+        assert_eq!(firsts.len(), STRIPE_SEEDS as usize, "one seed per block: {firsts:?}");
         let mut covered: Vec<BlockCid> = firsts.iter().flat_map(|(_, c)| c.clone()).collect();
         covered.sort();
         let mut want = seg.clone();

@@ -118,6 +118,16 @@ pub struct SchedulerStats {
     pub duplicate_blocks: u64,
     /// Bytes of duplicates.
     pub duplicate_bytes: u64,
+    /// Of `duplicate_blocks`, those from a peer whose held want had been
+    /// switched to a HAVE holder (the cancel lost the race).
+    pub duplicates_switched: u64,
+    /// Of `duplicate_blocks`, those from a peer whose request another
+    /// peer's copy beat (hedges and the wants they hedged).
+    pub duplicates_raced: u64,
+    /// Of `duplicate_blocks`, those from a peer whose request had timed
+    /// out. The rest came with no memory of a request (older than the
+    /// scheduler remembers, or never asked).
+    pub duplicates_timed_out: u64,
     /// Requests that timed out.
     pub timeouts: u64,
     /// Segments completed.
@@ -146,6 +156,9 @@ impl std::ops::AddAssign for SchedulerStats {
         self.payload_bytes += o.payload_bytes;
         self.duplicate_blocks += o.duplicate_blocks;
         self.duplicate_bytes += o.duplicate_bytes;
+        self.duplicates_switched += o.duplicates_switched;
+        self.duplicates_raced += o.duplicates_raced;
+        self.duplicates_timed_out += o.duplicates_timed_out;
         self.timeouts += o.timeouts;
         self.segments_complete += o.segments_complete;
         self.segments_given_up += o.segments_given_up;

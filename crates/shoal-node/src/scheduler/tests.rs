@@ -176,6 +176,12 @@ fn delivery_cancels_the_other_request() {
     assert_eq!(s.stats().duplicate_blocks, 1);
     assert_eq!(s.stats().duplicate_bytes, 100_000);
     assert_eq!(s.stats().payload_bytes, 100_000);
+    assert_eq!(s.stats().duplicates_raced, 1, "the loser of the race is named as the cause");
+    assert_eq!(s.stats().duplicates_switched + s.stats().duplicates_timed_out, 0);
+    // A copy from a peer never asked is a duplicate with no cause.
+    s.peer_connected("c", false);
+    s.on_block(&"c", bl[0].cid, t0 + Duration::from_millis(120));
+    assert_eq!((s.stats().duplicate_blocks, s.stats().duplicates_raced), (2, 1));
 }
 
 #[test]
@@ -214,6 +220,12 @@ fn have_moves_a_held_want_to_the_holder() {
     let a = drain(&mut s);
     assert!(a.contains(&Action::Cancel { peer: "up", cid: bl[0].cid }), "{a:?}");
     assert_eq!(wants(&a), vec![("sib", bl[0].cid)]);
+    // The cancel loses the race: the upstream's copy comes after the
+    // sibling's, and the duplicate is put down to the switch.
+    s.on_block(&"sib", bl[0].cid, t0 + Duration::from_millis(350));
+    s.on_block(&"up", bl[0].cid, t0 + Duration::from_millis(360));
+    let st = s.stats();
+    assert_eq!((st.duplicate_blocks, st.duplicates_switched, st.duplicates_raced), (1, 1, 0));
 }
 
 #[test]
@@ -514,6 +526,9 @@ fn the_late_request_still_times_out_and_counts_its_stall() {
     assert_eq!(s.stats().early_hedges, 1);
     s.on_block(&"b", cid, t0 + Duration::from_millis(700));
     assert!(drain(&mut s).contains(&Action::SegmentComplete { seq: 1 }));
+    // "a" answers after all: a duplicate put down to its timeout.
+    s.on_block(&"a", cid, t0 + Duration::from_millis(750));
+    assert_eq!((s.stats().duplicate_blocks, s.stats().duplicates_timed_out), (1, 1));
 }
 
 #[test]
