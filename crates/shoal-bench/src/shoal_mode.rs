@@ -188,6 +188,7 @@ impl BenchNode for ShoalNode {
                 ("hedges", sched.hedges),
                 ("timeouts", sched.timeouts),
                 ("switches", sched.switches),
+                ("switches_lost", sched.switches_lost),
                 ("dup_blocks", sched.duplicate_blocks),
                 ("dup_switched", sched.duplicates_switched),
                 ("dup_raced", sched.duplicates_raced),

@@ -38,8 +38,10 @@
 //!   `stall_hedge_after` past its own transfer estimate and a HAVE holder or
 //!   the upstream can take it. The first request is not cancelled. The other
 //!   source of duplicates is the switch of a held want to a HAVE holder after
-//!   `switch_after`, which races an upstream copy already in flight; measured
-//!   as the dominant one in docs/benchmarks.md.
+//!   `switch_after`, which races an upstream copy already in flight. Each
+//!   duplicate is put down to its cause (`SchedulerStats::duplicates_*`):
+//!   at 10 Mbit/s caps ~90 % are the switch's, and a third of switches are
+//!   lost to the upstream's copy (`switches_lost`; docs/benchmarks.md).
 //! - **Slow and lying peers lose rank.** A request that times out, a late
 //!   request that another peer beats, or a HAVE that is not honoured counts a
 //!   stall against the peer. Within a class, fewer stalls rank first, so one
@@ -83,8 +85,8 @@ const ENDED_MEMORY: usize = 1024;
 enum Ended {
     /// A held want moved to a HAVE holder (`maybe_switch`).
     Switched,
-    /// Another peer's copy came first (a hedge, or the first want beat its
-    /// hedge).
+    /// Another live request's copy came first (a hedge, or the first want
+    /// beat its hedge).
     Raced,
     /// The request timed out.
     TimedOut,
@@ -480,8 +482,19 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
                 self.actions.push_back(Action::Cancel { peer: r.peer.clone(), cid });
             }
         }
+        // The other requests' copies, if they come, are duplicates. Their
+        // cause is the winner's if the winner's own request had ended (a
+        // switched or timed-out want whose copy came after all, ahead of
+        // the want that replaced it), else a race between live requests.
+        let why = match self.ended.get(&(cid, peer.clone())) {
+            Some(w @ (Ended::Switched | Ended::TimedOut)) => *w,
+            _ => Ended::Raced,
+        };
+        if why == Ended::Switched {
+            self.stats.switches_lost += 1;
+        }
         for r in b.requests.iter().filter(|r| r.peer != *peer) {
-            self.ended(cid, r.peer.clone(), Ended::Raced);
+            self.ended(cid, r.peer.clone(), why);
         }
         self.remember_done(cid);
         self.actions.push_back(Action::AnnounceHave { cid });

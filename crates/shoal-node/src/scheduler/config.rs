@@ -118,15 +118,16 @@ pub struct SchedulerStats {
     pub duplicate_blocks: u64,
     /// Bytes of duplicates.
     pub duplicate_bytes: u64,
-    /// Of `duplicate_blocks`, those from a peer whose held want had been
-    /// switched to a HAVE holder (the cancel lost the race).
+    /// Of `duplicate_blocks`, those a switch of a held want caused: the
+    /// switched-from peer's copy came anyway (its cancel lost the race),
+    /// or it came first and the switched-to peer's copy is the duplicate.
     pub duplicates_switched: u64,
-    /// Of `duplicate_blocks`, those from a peer whose request another
-    /// peer's copy beat (hedges and the wants they hedged).
+    /// Of `duplicate_blocks`, those from two live requests for the block
+    /// (hedges and the wants they hedged).
     pub duplicates_raced: u64,
-    /// Of `duplicate_blocks`, those from a peer whose request had timed
-    /// out. The rest came with no memory of a request (older than the
-    /// scheduler remembers, or never asked).
+    /// Of `duplicate_blocks`, those a timeout caused (either copy, as for
+    /// a switch). The rest came with no memory of a request (older than
+    /// the scheduler remembers, or never asked).
     pub duplicates_timed_out: u64,
     /// Requests that timed out.
     pub timeouts: u64,
@@ -138,6 +139,9 @@ pub struct SchedulerStats {
     pub origin_bytes: u64,
     /// Held wants moved to a peer that announced HAVE.
     pub switches: u64,
+    /// Of `switches`, those the switched-from peer won: its copy came
+    /// first after all, and the switch only cost the holder an upload.
+    pub switches_lost: u64,
     /// Stalls counted against peers (timeouts, late requests beaten by
     /// another copy, refusals of announced blocks).
     pub stalls: u64,
@@ -164,6 +168,7 @@ impl std::ops::AddAssign for SchedulerStats {
         self.segments_given_up += o.segments_given_up;
         self.origin_bytes += o.origin_bytes;
         self.switches += o.switches;
+        self.switches_lost += o.switches_lost;
         self.stalls += o.stalls;
         self.stalls_excused += o.stalls_excused;
     }

@@ -205,9 +205,9 @@ fn a_missed_deadline_gives_up_cleanly() {
     assert_eq!(wants(&drain(&mut s)).len(), 1);
 }
 
-#[test]
-fn have_moves_a_held_want_to_the_holder() {
-    let t0 = Instant::now();
+/// A want held at "up" that moves to "sib" (which announced HAVE 20 ms
+/// in) after `switch_after`, at t0 + 300 ms.
+fn switched_want(t0: Instant) -> (Scheduler<P>, Vec<BlockRef>) {
     let mut s = Scheduler::new(SchedulerConfig::default());
     s.peer_connected("up", false);
     s.peer_connected("sib", false);
@@ -220,12 +220,33 @@ fn have_moves_a_held_want_to_the_holder() {
     let a = drain(&mut s);
     assert!(a.contains(&Action::Cancel { peer: "up", cid: bl[0].cid }), "{a:?}");
     assert_eq!(wants(&a), vec![("sib", bl[0].cid)]);
+    (s, bl)
+}
+
+#[test]
+fn have_moves_a_held_want_to_the_holder() {
+    let t0 = Instant::now();
+    let (mut s, bl) = switched_want(t0);
     // The cancel loses the race: the upstream's copy comes after the
     // sibling's, and the duplicate is put down to the switch.
     s.on_block(&"sib", bl[0].cid, t0 + Duration::from_millis(350));
     s.on_block(&"up", bl[0].cid, t0 + Duration::from_millis(360));
     let st = s.stats();
     assert_eq!((st.duplicate_blocks, st.duplicates_switched, st.duplicates_raced), (1, 1, 0));
+    assert_eq!(st.switches_lost, 0, "the switch won");
+}
+
+#[test]
+fn a_switched_from_copy_that_wins_makes_the_switched_to_copy_the_switchs_duplicate() {
+    let t0 = Instant::now();
+    let (mut s, bl) = switched_want(t0);
+    // The upstream's copy was already on its way and wins.
+    s.on_block(&"up", bl[0].cid, t0 + Duration::from_millis(310));
+    s.on_block(&"sib", bl[0].cid, t0 + Duration::from_millis(350));
+    let st = s.stats();
+    assert_eq!((st.blocks_received, st.duplicate_blocks), (1, 1));
+    assert_eq!((st.duplicates_switched, st.duplicates_raced), (1, 0), "the switch caused it: {st:?}");
+    assert_eq!((st.switches, st.switches_lost), (1, 1), "and the switch lost");
 }
 
 #[test]
