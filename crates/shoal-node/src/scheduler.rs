@@ -483,11 +483,13 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
             }
         }
         // The other requests' copies, if they come, are duplicates. Their
-        // cause is the winner's if the winner's own request had ended (a
-        // switched or timed-out want whose copy came after all, ahead of
-        // the want that replaced it), else a race between live requests.
+        // cause is the winner's if the winner's own request had ended and
+        // it was not asked again (a switched or timed-out want whose copy
+        // came after all, ahead of the want that replaced it), else a race
+        // between live requests.
+        let live = b.requests.iter().any(|r| r.peer == *peer);
         let why = match self.ended.get(&(cid, peer.clone())) {
-            Some(w @ (Ended::Switched | Ended::TimedOut)) => *w,
+            Some(w @ (Ended::Switched | Ended::TimedOut)) if !live => *w,
             _ => Ended::Raced,
         };
         if why == Ended::Switched {

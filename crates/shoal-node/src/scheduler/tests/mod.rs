@@ -240,6 +240,18 @@ fn have_moves_a_held_want_to_the_holder() {
 }
 
 #[test]
+fn a_switched_from_peer_asked_again_that_delivers_is_not_a_lost_switch() {
+    let t0 = Instant::now();
+    let (mut s, bl) = switched_want(t0);
+    // The holder refuses after all; the want goes back to the upstream.
+    s.on_dont_have(&"sib", bl[0].cid, t0 + Duration::from_millis(320));
+    assert_eq!(wants(&drain(&mut s)), vec![("up", bl[0].cid)]);
+    s.on_block(&"up", bl[0].cid, t0 + Duration::from_millis(400));
+    let st = s.stats();
+    assert_eq!((st.blocks_received, st.switches, st.switches_lost), (1, 1, 0), "{st:?}");
+}
+
+#[test]
 fn a_switched_from_copy_that_wins_makes_the_switched_to_copy_the_switchs_duplicate() {
     let t0 = Instant::now();
     let (mut s, bl) = switched_want(t0);
