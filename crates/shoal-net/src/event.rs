@@ -34,6 +34,9 @@ pub enum Misbehaviour {
     /// from the stream guard), or inbound connections over the connection
     /// limits (one strike per 10 denied).
     Flood,
+    /// Held want-blocks for blocks this node neither holds nor expects
+    /// (made-up CIDs), over 16 a second: one strike per 64 over.
+    JunkWants,
 }
 
 /// Events from the network, delivered over a bounded channel. The loop never

@@ -190,6 +190,8 @@ pub(crate) struct EventLoop {
     head_rate: KeyedBuckets<PeerId>,
     /// Requests refused by a rate cap, per peer, towards a flood strike.
     refusals: HashMap<PeerId, u32>,
+    /// Held wants for blocks we neither hold nor expect, per peer.
+    junk: crate::junk::JunkMeter,
     /// Inbound connections denied by the limits, per peer, toward a strike.
     over_limit: HashMap<PeerId, u32>,
     /// Connection ages and last uses; trims peers over `max_peers`.
@@ -237,6 +239,7 @@ impl EventLoop {
             exchange_rate: KeyedBuckets::new(xr, 2.0 * xr, MAX_RATED_PEERS),
             head_rate: KeyedBuckets::new(hr, 4.0 * hr, MAX_RATED_PEERS),
             refusals: HashMap::new(),
+            junk: crate::junk::JunkMeter::default(),
             over_limit: HashMap::new(),
             last_pong: HashMap::new(),
             budget: PeerBudget::new(
@@ -456,6 +459,7 @@ impl EventLoop {
                 self.exchange_rate.remove(&peer_id);
                 self.head_rate.remove(&peer_id);
                 self.refusals.remove(&peer_id);
+                self.junk.remove(&peer_id);
                 self.emit(NetEvent::PeerDisconnected { peer: peer_id });
             }
             SwarmEvent::IncomingConnectionError {

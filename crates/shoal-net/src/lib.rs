@@ -25,6 +25,7 @@ mod event_loop;
 mod gate;
 mod guard;
 mod held;
+mod junk;
 mod known;
 mod metrics;
 mod rate;

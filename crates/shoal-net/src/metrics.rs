@@ -74,6 +74,7 @@ pub struct NetMetrics {
     pub(crate) ping_closed: Counter,
     pub(crate) connections_refused: Counter,
     pub(crate) streams_refused: Counter,
+    pub(crate) junk_wants: Counter,
     pub(crate) connections_over_limit: Counter,
     pub(crate) peers_trimmed: Counter,
     pub(crate) connections_established: Counter,
@@ -115,6 +116,7 @@ impl NetMetrics {
             ping_closed: Counter::default(),
             connections_refused: Counter::default(),
             streams_refused: Counter::default(),
+            junk_wants: Counter::default(),
             connections_over_limit: Counter::default(),
             peers_trimmed: Counter::default(),
             connections_established: Counter::default(),
@@ -163,6 +165,11 @@ impl NetMetrics {
             "streams_refused",
             "Inbound request streams dropped unread by the stream guard (far over the request rate)",
             m.streams_refused.clone(),
+        );
+        r.register(
+            "junk_wants",
+            "Held want-blocks for blocks this node neither holds nor expects (made-up CIDs or races)",
+            m.junk_wants.clone(),
         );
         r.register(
             "connections_over_limit",
@@ -319,6 +326,7 @@ impl NetMetrics {
             rate_limited: self.rate_limited.get(),
             connections_refused: self.connections_refused.get(),
             streams_refused: self.streams_refused.get(),
+            junk_wants: self.junk_wants.get(),
             connections_over_limit: self.connections_over_limit.get(),
             peers_trimmed: self.peers_trimmed.get(),
             connections_established: self.connections_established.get(),
@@ -458,6 +466,8 @@ pub struct MetricsSnapshot {
     pub connections_refused: u64,
     /// Inbound request streams dropped unread by the stream guard.
     pub streams_refused: u64,
+    /// Held want-blocks for blocks this node neither held nor expected.
+    pub junk_wants: u64,
     /// Inbound connections denied by the connection limits.
     pub connections_over_limit: u64,
     /// Peers disconnected by the peer budget.

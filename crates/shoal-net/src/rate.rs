@@ -45,6 +45,15 @@ impl TokenBucket {
         }
     }
 
+    /// Takes as many whole tokens as there are, up to `n`, never going
+    /// into debt; returns how many it took.
+    pub fn take_up_to(&mut self, n: u32, now: Instant) -> u32 {
+        self.refill(now);
+        let whole = self.tokens.max(0.0).floor().min(f64::from(n));
+        self.tokens -= whole;
+        whole as u32
+    }
+
     /// Takes `n` tokens, going into debt if needed.
     pub fn charge(&mut self, n: f64, now: Instant) {
         self.refill(now);
@@ -145,6 +154,16 @@ mod tests {
         assert_eq!(n, 20);
         assert!(!b.try_take(1.0, t0 + Duration::from_millis(50)));
         assert!(b.try_take(1.0, t0 + Duration::from_millis(150)));
+    }
+
+    #[test]
+    fn take_up_to_takes_what_there_is() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10.0, 20.0, t0);
+        assert_eq!(b.take_up_to(15, t0), 15);
+        assert_eq!(b.take_up_to(15, t0), 5);
+        assert_eq!(b.take_up_to(15, t0), 0);
+        assert_eq!(b.take_up_to(15, t0 + Duration::from_millis(350)), 3);
     }
 
     #[test]

@@ -272,6 +272,7 @@ impl EventLoop {
         let mut upload_ok = self.upload_ready(peer, now);
         let mut builder = ResponseBuilder::default();
         let mut hold = Vec::new();
+        let mut junk = 0u32;
         for w in request.wants {
             match w.kind {
                 WantKind::Have => {
@@ -304,12 +305,25 @@ impl EventLoop {
                             deadline: now + std::time::Duration::from_millis(u64::from(ms)),
                             send_dont_have: w.send_dont_have,
                         });
-                    } else if w.send_dont_have {
-                        builder.push_dont_have(w.cid);
-                        builder.push_redirects(self.source.redirect(&peer, &w.cid));
+                    } else {
+                        // Held elsewhere only for a block's manifest or a
+                        // redirect: a hold for a block we never heard of
+                        // (not even gated here) is a race or made up.
+                        if w.hold_ms > 0 && !self.source.has_block(&w.cid) {
+                            junk += 1;
+                        }
+                        if w.send_dont_have {
+                            builder.push_dont_have(w.cid);
+                            builder.push_redirects(self.source.redirect(&peer, &w.cid));
+                        }
                     }
                 }
             }
+        }
+        if junk > 0 && self.junk_wants(peer, junk, now) {
+            // Banned: its connections are closing; answer nothing.
+            drop(channel);
+            return;
         }
         if hold.is_empty() {
             self.known.record(peer, builder.response.blocks.iter().map(VerifiedBlock::cid));
@@ -326,6 +340,19 @@ impl EventLoop {
         if let Some((ch, resp)) = ready {
             self.submit_response(peer, ch, resp);
         }
+    }
+
+    /// Counts `n` junk wants from `peer` (crate::junk); true if that got
+    /// it banned.
+    fn junk_wants(&mut self, peer: PeerId, n: u32, now: Instant) -> bool {
+        self.metrics.junk_wants.inc_by(u64::from(n));
+        let strikes = self.junk.record(peer, n, now);
+        if strikes == 0 {
+            return false;
+        }
+        tracing::debug!(%peer, junk = n, "held wants for blocks this node never heard of");
+        self.strike(peer, Misbehaviour::JunkWants, strikes);
+        self.banned.contains_key(&peer)
     }
 
     /// Peers to name in a DONT_HAVE for `cid` shed at our upload cap: the

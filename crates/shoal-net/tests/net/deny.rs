@@ -250,3 +250,65 @@ async fn serving_one_peer_is_capped_in_bytes_per_second() {
     assert!(server.metric_sum("shoal_net_rate_limited", "") >= 1.0);
     net.shutdown().await;
 }
+
+/// Junk wants: held want-blocks for made-up CIDs, sent well under the
+/// request rate, get their sender banned for what they ask for
+/// (`Misbehaviour::JunkWants`) in about a second; the same load of held
+/// wants for blocks the server expects, or holds behind a gate, is never
+/// junk and strikes nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_wants_for_made_up_cids_are_banned_and_real_ones_are_not() {
+    let net = TestNet::spawn(3, TransportKind::Memory, 46).await;
+    let (server, honest, junk) = (&net.nodes[0], &net.nodes[1], &net.nodes[2]);
+    let sid = server.peer_id;
+    for c in [honest.client.clone(), junk.client.clone()] {
+        wait_for("connected to the server", Duration::from_secs(5), || {
+            let c = c.clone();
+            async move { connected(&c, sid).await }
+        })
+        .await;
+    }
+    let content = |tag: u32, i: u32| VerifiedBlock::from_content([tag.to_le_bytes(), i.to_le_bytes()].concat().into());
+    // Half expected (a manifest lists them), half held behind the gate.
+    let mut real = Vec::new();
+    for i in 0..16 {
+        let b = content(1, i);
+        if i % 2 == 0 {
+            server.source.expected.lock().unwrap().insert(b.cid());
+        } else {
+            server.source.blocks.lock().unwrap().insert(b.cid(), b.clone());
+            server.source.gated.lock().unwrap().insert(b.cid(), Vec::new());
+        }
+        real.push(b.cid());
+    }
+    // 20 requests a second of 16 held wants each, for 3 s: a fifth of the
+    // request rate, as the attack suite's flooders send. The junk sender's CIDs are new in every request.
+    let (log, hid, jid) = (server.log.clone(), honest.peer_id, junk.peer_id);
+    let penalised = |p| log.lock().unwrap().penalties.iter().filter(|x| x.0 == p).cloned().collect::<Vec<_>>();
+    let mut banned_after = None;
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for round in 0..60u32 {
+        let made_up: Vec<_> = (0..16).map(|i| content(2 + round, i).cid()).collect();
+        for (c, cids) in [(honest.client.clone(), real.clone()), (junk.client.clone(), made_up)] {
+            tasks.push(tokio::spawn(async move { c.want_blocks(sid, &cids, 200).await }));
+        }
+        if banned_after.is_none() && penalised(jid).iter().any(|p| p.1 == Misbehaviour::JunkWants && p.3) {
+            banned_after = Some(t.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for h in tasks {
+        let _ = h.await;
+    }
+    let banned_after = banned_after.expect("the junk sender was never banned");
+    assert!(banned_after <= Duration::from_secs(2), "banned after {banned_after:?}");
+    assert!(penalised(hid).is_empty(), "the honest sender was penalised: {:?}", penalised(hid));
+    assert!(connected(&honest.client, sid).await, "the honest sender lost its connection");
+    // The allowance (128 at once, 16/s) and three strikes' worth (192)
+    // were counted before the ban, a few requests more in flight at most,
+    // and none of the honest sender's wants.
+    let counted = server.metric_sum("shoal_net_junk_wants", "");
+    assert!((128.0 + 192.0..=480.0).contains(&counted), "{counted} junk wants counted");
+    net.shutdown().await;
+}
