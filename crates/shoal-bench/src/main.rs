@@ -65,10 +65,11 @@ struct Args {
     /// mode, shoal's origin_factor is below 3, and the JSON has every field.
     #[arg(long)]
     check: bool,
-    /// The part of `--check` that holds today: every mode ran and its JSON
-    /// has every field (a percentile may be null when nothing was
-    /// verified). What CI runs while shoal mode misses the delivery gate
-    /// in multi-hop swarms (docs/benchmarks.md); the misses are printed.
+    /// The part of `--check` that does not depend on delivery: every mode
+    /// ran, its JSON has every field (a percentile may be null when
+    /// nothing was verified) and no played segment differs from the
+    /// publisher's. CI's processes smoke runs it; delivery misses are
+    /// printed.
     #[arg(long, conflicts_with = "check")]
     check_fields: bool,
     /// Run every node as a real `shoal node` process on loopback TCP,

@@ -412,6 +412,7 @@ impl BenchNode for ProcNode {
                 ("dht_announces", m("shoal_net_dht_provider_announcements_total")),
                 ("ping_closed", m("shoal_net_ping_closed_total")),
                 ("banned", m("shoal_net_peers_banned_total")),
+                ("junk_wants", m("shoal_net_junk_wants_total")),
                 ("haves_sent", m("shoal_net_haves_announced_total")),
                 ("haves_skipped", m("shoal_net_haves_suppressed_total")),
                 ("blocks_served", m("shoal_net_blocks_served_total")),

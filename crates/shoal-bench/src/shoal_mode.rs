@@ -175,6 +175,7 @@ impl BenchNode for ShoalNode {
                 ("dht_announces", net.dht_provider_announcements),
                 ("ping_closed", net.ping_closed),
                 ("banned", net.peers_banned),
+                ("junk_wants", net.junk_wants),
                 ("haves_sent", net.haves_announced),
                 ("haves_skipped", net.haves_suppressed),
                 ("blocks_served", net.blocks_served),
