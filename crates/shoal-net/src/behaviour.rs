@@ -295,6 +295,21 @@ fn build_behaviour(
     })
 }
 
+/// The swarm's settings, the same on every transport. Outbound streams
+/// negotiate their protocol lazily (multistream-select `V1Lazy`): the
+/// protocol proposal goes out with the request's first bytes instead of
+/// waiting a round trip for the listener's confirmation. Every request in
+/// shoal (want, cancel, HAVE, head) opens a fresh stream, so `V1` cost a
+/// whole extra RTT on each: measured, a cancel took 63–65 ms to reach its
+/// peer over a 20 ms one-way link (docs/benchmarks.md). The bytes on the
+/// wire are the same as `V1`'s, and a listener behaves the same either
+/// way; a peer that lacks the protocol fails the request when its
+/// response is read, instead of before it is sent.
+fn swarm_config(c: libp2p::swarm::Config, idle: Duration) -> libp2p::swarm::Config {
+    c.with_idle_connection_timeout(idle)
+        .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
+}
+
 /// Builds the swarm on the chosen transports, with libp2p's bandwidth
 /// metrics on `registry`.
 pub(crate) fn build_swarm(
@@ -318,7 +333,7 @@ pub(crate) fn build_swarm(
             .with_bandwidth_metrics(registry)
             .with_behaviour(|_| behaviour)
             .map_err(|e| err(&e))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .with_swarm_config(|c| swarm_config(c, idle))
             .build(),
         TransportKind::TcpQuic => SwarmBuilder::with_existing_identity(key)
             .with_tokio()
@@ -330,7 +345,7 @@ pub(crate) fn build_swarm(
             .with_bandwidth_metrics(registry)
             .with_behaviour(|_| behaviour)
             .map_err(|e| err(&e))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .with_swarm_config(|c| swarm_config(c, idle))
             .build(),
     };
     Ok(swarm)
