@@ -179,6 +179,13 @@ impl request_response::Codec for RawCodec {
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    // Ping and identify, as every shoal peer must speak them: honest nodes
+    // negotiate streams lazily (protocol.md §5.2), so a peer that lacks a
+    // protocol they open to it fails that stream, and a failed ping closes
+    // the connection (liveness). A hostile peer that wants to stay
+    // connected long enough to attack answers them like anyone else.
+    ping: libp2p::ping::Behaviour,
+    identify: libp2p::identify::Behaviour,
     gossipsub: gossipsub::Behaviour,
     exchange: request_response::Behaviour<RawCodec>,
     head: request_response::Behaviour<RawCodec>,
@@ -255,6 +262,11 @@ impl Hostile {
             .with_request_timeout(Duration::from_secs(30))
             .with_max_concurrent_streams(100_000);
         let behaviour = Behaviour {
+            ping: libp2p::ping::Behaviour::default(),
+            identify: libp2p::identify::Behaviour::new(libp2p::identify::Config::new(
+                "/shoal/1.0.0".to_string(),
+                key.public(),
+            )),
             gossipsub,
             exchange: request_response::Behaviour::with_codec(
                 RawCodec,
