@@ -411,11 +411,11 @@ fn the_download_budget_paces_wants() {
     assert!((3..=5).contains(&sent), "{sent} wants of 100 kB in 3 s at 100 kB/s");
 }
 
-#[test]
-fn one_stall_ranks_a_holder_after_clean_ones() {
-    let t0 = Instant::now();
+/// Two holders of segment 1's one block, "a" and "c". "a" sorts first, so
+/// on a tie it is chosen: it is asked and stalls (one timeout, estimate
+/// 100 ms + 500 ms), then "c" is asked and delivers at `t0 + delivered`.
+fn a_stalls_once_then_c_delivers(t0: Instant, delivered: Duration) -> Scheduler<P> {
     let mut s = Scheduler::new(SchedulerConfig::default());
-    // "a" sorts first, so on a tie it would be chosen.
     s.peer_connected("a", false);
     s.peer_connected("c", false);
     let x = blocks(1, 1)[0];
@@ -423,13 +423,19 @@ fn one_stall_ranks_a_holder_after_clean_ones() {
     s.on_have("a", x.cid, t0);
     s.on_have("c", x.cid, t0);
     assert_eq!(wants(&drain(&mut s)), vec![("a", x.cid)]);
-    // "a" stalls: one timeout (estimate 100 ms + 500 ms), then "c" is asked
-    // and delivers, slowly, which leaves it a worse finish estimate than "a".
     s.tick(t0 + Duration::from_secs(1));
-    assert_eq!(wants(&drain(&mut s)), vec![("c", x.cid)]);
-    s.on_block(&"c", x.cid, t0 + Duration::from_secs(2));
+    assert_eq!(wants(&drain(&mut s)), vec![("c", x.cid)], "a timed out once");
+    s.on_block(&"c", x.cid, t0 + delivered);
     drain(&mut s);
     assert_eq!(s.stats().timeouts, 1);
+    s
+}
+
+#[test]
+fn one_stall_ranks_a_holder_after_clean_ones() {
+    let t0 = Instant::now();
+    // "c" delivers slowly, which leaves it a worse finish estimate than "a".
+    let mut s = a_stalls_once_then_c_delivers(t0, Duration::from_secs(2));
     // One stall is below stall_limit (3), so "a" stays in its class, but it
     // now ranks after the clean peer despite its better estimate. (A block
     // nobody announced is probed at both, class 2, after probe_after.)
@@ -444,18 +450,7 @@ fn one_stall_ranks_a_holder_after_clean_ones() {
 #[test]
 fn a_delivery_forgives_a_stall() {
     let t0 = Instant::now();
-    let mut s = Scheduler::new(SchedulerConfig::default());
-    s.peer_connected("a", false);
-    s.peer_connected("c", false);
-    let x = blocks(1, 1)[0];
-    s.add_segment(1, &[x], t0 + Duration::from_secs(30), None, none, t0);
-    s.on_have("a", x.cid, t0);
-    s.on_have("c", x.cid, t0);
-    assert_eq!(wants(&drain(&mut s)), vec![("a", x.cid)]);
-    s.tick(t0 + Duration::from_secs(1));
-    assert_eq!(wants(&drain(&mut s)), vec![("c", x.cid)], "a timed out once");
-    s.on_block(&"c", x.cid, t0 + Duration::from_millis(1100));
-    drain(&mut s);
+    let mut s = a_stalls_once_then_c_delivers(t0, Duration::from_millis(1100));
     // "a" alone holds the next block and delivers it fast.
     let now = t0 + Duration::from_secs(2);
     let y = blocks(2, 1)[0];
