@@ -86,6 +86,12 @@ struct Args {
     /// this executable, i.e. the same cargo profile).
     #[arg(long, requires = "processes")]
     shoal_bin: Option<PathBuf>,
+    /// In-process shoal and origin modes: run every node's tasks on one
+    /// shared runtime of `worker_threads` workers (the scenario key
+    /// `thread_per_node = false`) instead of each node on its own thread
+    /// and runtime. The harness of the figures before 2026-12-07.
+    #[arg(long, conflicts_with = "processes")]
+    shared_runtime: bool,
     /// Internal: run one mode and write its figures to `--child-out`.
     #[arg(long, hide = true)]
     child: Option<String>,
@@ -170,6 +176,9 @@ fn main() -> Result<()> {
     if let Some(t) = args.seconds {
         s.seconds = t;
     }
+    if args.shared_runtime {
+        s.thread_per_node = false;
+    }
     s.validate()?;
     for m in &args.modes {
         ensure!(MODES.contains(&m.as_str()), "unknown mode {m:?}: use shoal, origin or push");
@@ -195,7 +204,8 @@ fn main() -> Result<()> {
 /// What the report says about the harness.
 fn harness(args: &Args, s: &Scenario) -> String {
     match (args.processes, s.shapes_links()) {
-        (false, _) => "nodes in one process per mode, memory transport, links shaped as the scenario says".to_owned(),
+        (false, _) if s.thread_per_node => "nodes in one process per mode, shoal and origin nodes each on its own thread and runtime, memory transport, links shaped as the scenario says".to_owned(),
+        (false, _) => "nodes in one process per mode, all on one shared runtime, memory transport, links shaped as the scenario says".to_owned(),
         (true, false) => "one `shoal node` process per node, loopback TCP".to_owned(),
         (true, true) => {
             "one `shoal node` process per node, loopback TCP, links NOT shaped (the scenario's RTT and caps were not applied)"
@@ -281,6 +291,9 @@ fn parent(args: &Args, s: &Scenario) -> Result<()> {
         }
         if args.unshaped {
             cmd.arg("--unshaped");
+        }
+        if args.shared_runtime {
+            cmd.arg("--shared-runtime");
         }
         if let Some(dir) = &args.samples {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -51,8 +51,17 @@ pub(crate) struct Scenario {
     pub(crate) warmup_secs: u64,
     /// Seed for identities, churn choices and the stream bytes.
     pub(crate) seed: u64,
-    /// Tokio worker threads for the whole swarm.
+    /// Tokio worker threads of the bench process's shared runtime (the
+    /// whole swarm's, unless `thread_per_node`).
     pub(crate) worker_threads: usize,
+    /// In-process shoal and origin modes: run each node on its own OS
+    /// thread with a current-thread tokio runtime, as a process would have
+    /// it (the default), instead of every node's tasks sharing one runtime
+    /// of `worker_threads` workers (`false`, or `--shared-runtime`). The
+    /// kernel then time-slices nodes, and one node's long poll (a
+    /// handshake, a routing-table sort) no longer holds up the tasks of
+    /// others queued behind it on the same worker.
+    pub(crate) thread_per_node: bool,
     /// Store block cache per node, MiB (the node default is 64; the RSS
     /// figure depends on it).
     pub(crate) store_cache_mib: Option<u64>,
@@ -100,6 +109,7 @@ impl Default for Scenario {
             warmup_secs: 3,
             seed: 7,
             worker_threads: 2,
+            thread_per_node: true,
             store_cache_mib: None,
             store_write_buffer_mib: None,
             gossip_heartbeat_ms: 1000,

@@ -47,6 +47,92 @@ pub(crate) struct ShoalNode {
     node: Node,
     addr: Multiaddr,
     recorder: Option<tokio::task::JoinHandle<()>>,
+    /// The node's own thread and runtime (`thread_per_node`); none when it
+    /// runs on the bench's shared runtime.
+    thread: Option<NodeThread>,
+}
+
+/// How long a node's thread gets to finish its runtime after the node has
+/// shut down (the node's own shutdown is bounded by `SHUTDOWN_GRACE`).
+const NODE_THREAD_EXIT: Duration = Duration::from_secs(2);
+
+/// A node's own OS thread running a current-thread tokio runtime: every
+/// task the node spawns (event loop, engine, connections, the shaper's
+/// delay lines, the API) runs there, so the kernel schedules nodes against
+/// each other the way it schedules processes. The handle and the event
+/// channels work across runtimes, so the driver talks to the node as usual.
+#[derive(Debug)]
+struct NodeThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NodeThread {
+    /// Starts a node on a new thread and waits until it listens.
+    async fn start(name: String, cfg: NodeConfig, key: Keypair) -> Result<(Node, Multiaddr, Self)> {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(anyhow::Error::from(e).context("building a node's runtime")));
+                        return;
+                    }
+                };
+                let started = rt.block_on(start_node(cfg, key));
+                let ok = started.is_ok();
+                if ready_tx.send(started).is_err() || !ok {
+                    return;
+                }
+                // Drive the node's tasks until the driver has shut it down.
+                rt.block_on(async {
+                    let _ = stop_rx.await;
+                });
+                rt.shutdown_timeout(NODE_THREAD_EXIT);
+            })
+            .context("spawning a node thread")?;
+        let mut t = Self { stop: Some(stop), thread: Some(thread) };
+        match ready_rx.await {
+            Ok(Ok((node, addr))) => Ok((node, addr, t)),
+            Ok(Err(e)) => {
+                t.stop().await;
+                Err(e)
+            }
+            Err(_) => {
+                t.stop().await;
+                bail!("a bench node's thread ended before its node started")
+            }
+        }
+    }
+
+    /// Lets the runtime finish and joins the thread.
+    async fn stop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
+
+/// Starts a node on the current runtime and waits until it listens. The
+/// identity file goes first, so the node runs under the key its link is
+/// registered for.
+async fn start_node(cfg: NodeConfig, key: Keypair) -> Result<(Node, Multiaddr)> {
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    let bytes = key.to_protobuf_encoding().context("encoding a bench identity")?;
+    identity::write_secret(&cfg.data_dir.join(identity::IDENTITY_FILE), &bytes)?;
+    let node = Node::start_with(cfg, TRANSPORT).await?;
+    let h = node.handle();
+    for _ in 0..250 {
+        if let Some(a) = h.listen_addrs().await.into_iter().next() {
+            return Ok((node, a.with(Protocol::P2p(h.peer_id()))));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bail!("a bench node did not start listening within 5 s")
 }
 
 impl ShoalMode {
@@ -67,21 +153,16 @@ impl ShoalMode {
         bench_node_config(&self.scenario, self.dir.path().join(format!("n{}", self.next_dir)), net)
     }
 
-    async fn start(&self, cfg: NodeConfig, key: &Keypair) -> Result<(Node, Multiaddr)> {
-        // The identity file first, so the node runs under the key its link
-        // is registered for.
-        std::fs::create_dir_all(&cfg.data_dir)?;
-        let bytes = key.to_protobuf_encoding().context("encoding a bench identity")?;
-        identity::write_secret(&cfg.data_dir.join(identity::IDENTITY_FILE), &bytes)?;
-        let node = Node::start_with(cfg, TRANSPORT).await?;
-        let h = node.handle();
-        for _ in 0..250 {
-            if let Some(a) = h.listen_addrs().await.into_iter().next() {
-                return Ok((node, a.with(Protocol::P2p(h.peer_id()))));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    /// Starts a node, on its own thread if the scenario says so.
+    async fn start(&self, cfg: NodeConfig, key: &Keypair) -> Result<(Node, Multiaddr, Option<NodeThread>)> {
+        if self.scenario.thread_per_node {
+            let name = format!("node-{}", self.next_dir);
+            let (node, addr, t) = NodeThread::start(name, cfg, key.clone()).await?;
+            Ok((node, addr, Some(t)))
+        } else {
+            let (node, addr) = start_node(cfg, key.clone()).await?;
+            Ok((node, addr, None))
         }
-        bail!("a bench node did not start listening within 5 s")
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -206,6 +287,9 @@ impl BenchNode for ShoalNode {
         }
         let dir = h.config().data_dir.clone();
         self.node.shutdown().await;
+        if let Some(mut t) = self.thread {
+            t.stop().await;
+        }
         // 500 RocksDB instances add up: free each node's disk as it goes.
         let _ = std::fs::remove_dir_all(dir);
         c
@@ -220,12 +304,12 @@ impl Mode for ShoalMode {
         if self.origin_mode {
             make_origin(&mut cfg);
         }
-        let (node, addr) = self.start(cfg, &key).await?;
+        let (node, addr, thread) = self.start(cfg, &key).await?;
         if self.origin_mode {
             self.origin = Some((key.public().to_peer_id(), addr.clone()));
         }
         node.handle().join(self.channel).await?;
-        Ok(ShoalNode { node, addr, recorder: None })
+        Ok(ShoalNode { node, addr, recorder: None, thread })
     }
 
     async fn start_viewer(
@@ -237,11 +321,11 @@ impl Mode for ShoalMode {
     ) -> Result<ShoalNode> {
         let mut cfg = self.config(vec![]);
         viewer_settings(&mut cfg, &self.scenario, bootstrap, upload_kbps, self.origin.as_ref());
-        let (node, addr) = self.start(cfg, &key).await?;
+        let (node, addr, thread) = self.start(cfg, &key).await?;
         let h = node.handle();
         let recorder = tokio::spawn(record(h.clone(), verified));
         h.join(self.channel).await?;
-        Ok(ShoalNode { node, addr, recorder: Some(recorder) })
+        Ok(ShoalNode { node, addr, recorder: Some(recorder), thread })
     }
 
     fn publisher(&self, node: &ShoalNode) -> Arc<dyn Publisher> {
