@@ -7,9 +7,15 @@
 //! CPU's worth; with enough CPUs [`isolate_attackers`] also pins the honest
 //! process to every CPU but the last and [`pin_attacker_thread`] puts the
 //! attackers' thread on the last one, so the baseline and the attack phases
-//! run the honest swarm on the same, attacker-free CPUs.
+//! run the honest swarm on the same, attacker-free CPUs. With fewer CPUs
+//! [`lower_attacker_priority`] runs the attackers' thread at nice 19
+//! instead: it floods with whatever CPU the honest nodes leave idle, the
+//! closest a shared box comes to a machine of its own.
 
-use std::sync::OnceLock;
+use std::sync::{
+    OnceLock,
+    atomic::{AtomicBool, Ordering},
+};
 
 use nix::{
     sched::{CpuSet, sched_getaffinity, sched_setaffinity},
@@ -68,4 +74,34 @@ pub fn pin_attacker_thread() -> bool {
     let Some(Some(cpu)) = ATTACKER_CPU.get() else { return false };
     let mut set = CpuSet::new();
     set.set(*cpu).is_ok() && sched_setaffinity(Pid::from_raw(0), &set).is_ok()
+}
+
+/// Whether [`lower_attacker_priority`] lowered the attackers' thread.
+static ATTACKER_NICED: AtomicBool = AtomicBool::new(false);
+
+/// Lowers the calling thread to nice 19 (`renice` on its thread id), for
+/// the attackers' thread when it could not be pinned to a CPU of its own.
+/// Returns whether it did.
+pub fn lower_attacker_priority() -> bool {
+    // /proc/thread-self links to "PID/task/TID".
+    let Some(tid) =
+        std::fs::read_link("/proc/thread-self").ok().and_then(|p| p.file_name()?.to_str()?.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    let done = std::process::Command::new("renice")
+        .args(["-n", "19", "-p", &tid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if done {
+        ATTACKER_NICED.store(true, Ordering::Relaxed);
+    }
+    done
+}
+
+/// Whether the attackers' thread runs at nice 19.
+pub fn attacker_niced() -> bool {
+    ATTACKER_NICED.load(Ordering::Relaxed)
 }

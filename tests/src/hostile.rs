@@ -231,7 +231,9 @@ fn attacker_runtime() -> anyhow::Result<&'static Runtime> {
             .max_blocking_threads(1)
             .thread_name("attacker")
             .on_thread_start(|| {
-                crate::cpu::pin_attacker_thread();
+                if !crate::cpu::pin_attacker_thread() {
+                    crate::cpu::lower_attacker_priority();
+                }
             })
             .enable_all()
             .build()

@@ -204,10 +204,12 @@ impl Fixture {
         }
     }
 
-    /// Continuity and latencies over the live viewers; segments with seq
-    /// `>= split` count as "after". Segments published before `from` are
-    /// not expected of viewers (e.g. before a chaos event) — pass 0.
-    pub fn outcome(&self, split: u64) -> Outcome {
+    /// Continuity and latencies over the live viewers. Every segment counts
+    /// toward continuity; for the latency sets, segments with seq below
+    /// `warmup` count in neither (the swarm's first segments, while meshes
+    /// and seeds form, are slower than anything an attack does later), the
+    /// rest before `split` are "before" and from `split` on "after".
+    pub fn outcome(&self, warmup: u64, split: u64) -> Outcome {
         let mut o = Outcome::default();
         for (i, v) in self.viewers.iter().enumerate() {
             if v.is_none() {
@@ -219,6 +221,9 @@ impl Fixture {
                 if let Some(r) = got.get(seq) {
                     o.ready += 1;
                     let ms = r.saturating_duration_since(*at).as_secs_f64() * 1000.0;
+                    if *seq < warmup {
+                        continue;
+                    }
                     if *seq < split { o.before_ms.push(ms) } else { o.after_ms.push(ms) }
                 }
             }
