@@ -191,6 +191,9 @@ pub(crate) async fn run<M: Mode>(mode: &mut M, s: &Scenario, bar: &ProgressBar) 
     bar.set_position(0);
     bar.set_length(segments);
     bar.set_message("streaming");
+    // Marks in the log (RUST_LOG=shoal_bench=info), so a node's own debug
+    // lines (a ping close, a trim) can be put before, in or after the stream.
+    tracing::info!(nodes = running.len(), segments, "stream starts");
     let published: Arc<Mutex<Vec<Instant>>> = Arc::new(Mutex::new(Vec::new()));
     let publish_task = {
         let p = mode.publisher(&publisher);
@@ -243,6 +246,7 @@ pub(crate) async fn run<M: Mode>(mode: &mut M, s: &Scenario, bar: &ProgressBar) 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(30), publish_task).await;
+    tracing::info!(nodes = running.len(), "stream ends");
     bar.set_message("draining");
     tokio::time::sleep(Duration::from_millis(s.target_latency_ms + 1000)).await;
     log.ended = Some(Instant::now());

@@ -13,6 +13,7 @@
 //! SVG plot. Scenarios live in `config/bench/*.toml`.
 
 mod driver;
+mod lateness;
 mod plot;
 mod procs;
 mod push;
@@ -92,6 +93,12 @@ struct Args {
     /// and runtime. The harness of the figures before 2026-12-07.
     #[arg(long, conflicts_with = "processes")]
     shared_runtime: bool,
+    /// In-process modes: leave the process's `futures-timer` thread (every
+    /// node's libp2p timers) at its default priority (the scenario key
+    /// `timer_thread_nice = 0`). The harness of the figures before
+    /// 2026-12-07's second change.
+    #[arg(long, conflicts_with = "processes")]
+    plain_timer_thread: bool,
     /// Internal: run one mode and write its figures to `--child-out`.
     #[arg(long, hide = true)]
     child: Option<String>,
@@ -179,6 +186,9 @@ fn main() -> Result<()> {
     if args.shared_runtime {
         s.thread_per_node = false;
     }
+    if args.plain_timer_thread {
+        s.timer_thread_nice = 0;
+    }
     s.validate()?;
     for m in &args.modes {
         ensure!(MODES.contains(&m.as_str()), "unknown mode {m:?}: use shoal, origin or push");
@@ -203,14 +213,27 @@ fn main() -> Result<()> {
 
 /// What the report says about the harness.
 fn harness(args: &Args, s: &Scenario) -> String {
+    let timers = match s.timer_thread_nice {
+        0 => "; libp2p's timer thread at its default priority".to_owned(),
+        n => format!("; libp2p's timer thread asked for nice {n} (stderr says whether it took)"),
+    };
     match (args.processes, s.shapes_links()) {
-        (false, _) if s.thread_per_node => "nodes in one process per mode, shoal and origin nodes each on its own thread and runtime, memory transport, links shaped as the scenario says".to_owned(),
-        (false, _) => "nodes in one process per mode, all on one shared runtime, memory transport, links shaped as the scenario says".to_owned(),
+        (false, _) => in_process_harness(s) + &timers,
         (true, false) => "one `shoal node` process per node, loopback TCP".to_owned(),
         (true, true) => {
             "one `shoal node` process per node, loopback TCP, links NOT shaped (the scenario's RTT and caps were not applied)"
                 .to_owned()
         }
+    }
+}
+
+/// The in-process part of [`harness`].
+fn in_process_harness(s: &Scenario) -> String {
+    if s.thread_per_node {
+        "nodes in one process per mode, shoal and origin nodes each on its own thread and runtime, memory transport, links shaped as the scenario says".to_owned()
+    } else {
+        "nodes in one process per mode, all on one shared runtime, memory transport, links shaped as the scenario says"
+            .to_owned()
     }
 }
 
@@ -230,6 +253,16 @@ fn child(args: &Args, s: &Scenario, mode: &str, out: &Path) -> Result<()> {
     let started = Instant::now();
     // With --processes, CPU and RSS are the node processes' own.
     let mut node_processes = None;
+    // In-process modes: every node's libp2p timers share one thread.
+    let timer_probe = (!args.processes).then(lateness::TimerThreadProbe::start).flatten();
+    let timer_nice = match (&timer_probe, s.timer_thread_nice) {
+        (None, _) => None,
+        (Some(_), 0) => Some("at its default priority".to_owned()),
+        (Some(_), nice) => Some(match lateness::renice_timer_thread(nice) {
+            Ok(()) => format!("at nice {nice}"),
+            Err(e) => format!("at its default priority (nice {nice} failed: {e})"),
+        }),
+    };
     let log = rt.block_on(async {
         match (mode, args.processes) {
             ("shoal" | "origin", true) => {
@@ -246,6 +279,15 @@ fn child(args: &Args, s: &Scenario, mode: &str, out: &Path) -> Result<()> {
     bar.finish_and_clear();
     if let Some(line) = log.diagnostics_line(mode) {
         eprintln!("{line}");
+    }
+    if let (Some(p), Some(nice)) = (timer_probe, timer_nice) {
+        let l = p.lateness();
+        eprintln!(
+            "{mode}: the process's futures-timer thread (every libp2p timer of every node), {nice}, woke up to {} ms late, {} times {} s or more",
+            l.max_ms(),
+            l.stalls(),
+            lateness::STALL.as_secs()
+        );
     }
     let mut run = log.summarise(mode, s);
     if let Some(dir) = &args.samples {
@@ -294,6 +336,9 @@ fn parent(args: &Args, s: &Scenario) -> Result<()> {
         }
         if args.shared_runtime {
             cmd.arg("--shared-runtime");
+        }
+        if args.plain_timer_thread {
+            cmd.arg("--plain-timer-thread");
         }
         if let Some(dir) = &args.samples {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -62,6 +62,16 @@ pub(crate) struct Scenario {
     /// handshake, a routing-table sort) no longer holds up the tasks of
     /// others queued behind it on the same worker.
     pub(crate) thread_per_node: bool,
+    /// In-process modes: the nice value for the process's one
+    /// `futures-timer` thread, which runs every libp2p timer (pings,
+    /// request timeouts, gossipsub heartbeats) of every node. At the
+    /// default priority it gets one thread's share among hundreds of node
+    /// threads and fell up to 16 s behind in a 100-node run, so every
+    /// node's pings went unsent at once (lateness.rs); a process of its
+    /// own per node would never wait on the others' timers. -20 (the
+    /// default) needs CAP_SYS_NICE, and the run says whether it took; 0
+    /// leaves the thread alone (`--plain-timer-thread`).
+    pub(crate) timer_thread_nice: i32,
     /// Store block cache per node, MiB (the node default is 64; the RSS
     /// figure depends on it).
     pub(crate) store_cache_mib: Option<u64>,
@@ -110,6 +120,7 @@ impl Default for Scenario {
             seed: 7,
             worker_threads: 2,
             thread_per_node: true,
+            timer_thread_nice: -20,
             store_cache_mib: None,
             store_write_buffer_mib: None,
             gossip_heartbeat_ms: 1000,
@@ -144,6 +155,11 @@ impl Scenario {
         ensure!(self.nodes >= 2, "nodes = {}: need a publisher and at least one viewer", self.nodes);
         ensure!(self.bootstrap_nodes >= 1 && self.bootstrap_nodes < self.nodes, "bootstrap_nodes must be 1..nodes");
         ensure!(self.seconds >= 1 && self.segment_ms >= 100, "seconds >= 1 and segment_ms >= 100");
+        ensure!(
+            (-20..=19).contains(&self.timer_thread_nice),
+            "timer_thread_nice = {}: a nice value is -20..=19",
+            self.timer_thread_nice
+        );
         ensure!(self.bitrate_kbps >= 8, "bitrate_kbps must be at least 8");
         ensure!(self.block_bytes >= 1024 && self.block_bytes <= 256 * 1024, "block_bytes must be 1 KiB..256 KiB");
         ensure!((0.0..=1.0).contains(&self.slow_share), "slow_share must be 0..1");

@@ -16,6 +16,7 @@ use shoal_node::{Node, NodeConfig, NodeHandle, PublishSegment, SegmentEvent, ide
 
 use crate::{
     driver::{BenchNode, Mode, NodeCounters, Publisher},
+    lateness::Lateness,
     report::Verified,
     scenario::Scenario,
     shaping,
@@ -65,6 +66,9 @@ const NODE_THREAD_EXIT: Duration = Duration::from_secs(2);
 struct NodeThread {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// How late the runtime's own timers woke (lateness.rs): a node whose
+    /// thread was held up misses pongs and deadlines a process would not.
+    lateness: Arc<Lateness>,
 }
 
 impl NodeThread {
@@ -72,6 +76,9 @@ impl NodeThread {
     async fn start(name: String, cfg: NodeConfig, key: Keypair) -> Result<(Node, Multiaddr, Self)> {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let lateness = Arc::new(Lateness::default());
+        let probe = lateness.clone();
+        let who = name.clone();
         let thread = std::thread::Builder::new()
             .name(name)
             .spawn(move || {
@@ -89,12 +96,15 @@ impl NodeThread {
                 }
                 // Drive the node's tasks until the driver has shut it down.
                 rt.block_on(async {
-                    let _ = stop_rx.await;
+                    tokio::select! {
+                        _ = stop_rx => {}
+                        () = probe.probe_tokio(&who) => {}
+                    }
                 });
                 rt.shutdown_timeout(NODE_THREAD_EXIT);
             })
             .context("spawning a node thread")?;
-        let mut t = Self { stop: Some(stop), thread: Some(thread) };
+        let mut t = Self { stop: Some(stop), thread: Some(thread), lateness };
         match ready_rx.await {
             Ok(Ok((node, addr))) => Ok((node, addr, t)),
             Ok(Err(e)) => {
@@ -243,7 +253,8 @@ impl BenchNode for ShoalNode {
         let h = self.node.handle();
         let net = h.net().metrics();
         let sched = h.metrics().scheduler();
-        let c = NodeCounters {
+        let late = self.thread.as_ref().map(|t| (t.lateness.max_ms(), t.lateness.stalls()));
+        let mut c = NodeCounters {
             payload: h.metrics().block_bytes_received.get(),
             duplicate: h.metrics().duplicate_bytes.get(),
             diagnostics: vec![
@@ -255,6 +266,9 @@ impl BenchNode for ShoalNode {
                 ("dht_lookups", net.dht_provider_lookups),
                 ("dht_announces", net.dht_provider_announcements),
                 ("ping_closed", net.ping_closed),
+                ("ping_timeouts", net.ping_timeouts),
+                ("ping_errors", net.ping_errors),
+                ("ping_slow", net.ping_slow),
                 ("banned", net.peers_banned),
                 ("junk_wants", net.junk_wants),
                 ("haves_sent", net.haves_announced),
@@ -268,6 +282,8 @@ impl BenchNode for ShoalNode {
                 ("wait_sheds", net.upload_wait_sheds),
                 ("wants_sent", sched.wants_sent),
                 ("hedges", sched.hedges),
+                ("early_hedges", sched.early_hedges),
+                ("hedges_skipped", sched.hedges_skipped),
                 ("timeouts", sched.timeouts),
                 ("switches", sched.switches),
                 ("switches_lost", sched.switches_lost),
@@ -281,6 +297,10 @@ impl BenchNode for ShoalNode {
             ],
             upload: None,
         };
+        if let Some((max_ms, stalls)) = late {
+            c.diagnostics.push(("loop_late_max_ms", max_ms));
+            c.diagnostics.push(("loop_stalls", stalls));
+        }
         tracing::debug!(peer = %h.peer_id(), sched = ?h.metrics().scheduler(), net = ?h.net().metrics(), "node counters");
         if let Some(t) = self.recorder {
             t.abort();

@@ -534,8 +534,8 @@ impl EventLoop {
             // dropped in seconds and the peer can be redialed (a "connected"
             // peer never is). A peer without the ping protocol is not dead:
             // leave it be.
-            BehaviourEvent::Ping(libp2p::ping::Event { connection, result: Ok(_), .. }) => {
-                self.heard_from(connection, Instant::now());
+            BehaviourEvent::Ping(libp2p::ping::Event { connection, result: Ok(rtt), .. }) => {
+                self.pong(connection, rtt, Instant::now());
             }
             BehaviourEvent::Ping(libp2p::ping::Event {
                 connection,
@@ -545,10 +545,7 @@ impl EventLoop {
                 self.stop_watching(&connection);
             }
             BehaviourEvent::Ping(libp2p::ping::Event { peer, connection, result: Err(e) }) => {
-                self.stop_watching(&connection);
-                tracing::debug!(%peer, error = %e, "ping failed, closing the connection");
-                self.metrics.ping_closed.inc();
-                self.swarm.close_connection(connection);
+                self.ping_failed(peer, connection, &e);
             }
             BehaviourEvent::Mdns(libp2p::mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found {

@@ -72,6 +72,9 @@ pub struct NetMetrics {
     pub(crate) held_wants_cycles: Counter,
     pub(crate) rate_limited: Counter,
     pub(crate) ping_closed: Counter,
+    pub(crate) ping_timeouts: Counter,
+    pub(crate) ping_errors: Counter,
+    pub(crate) ping_slow: Counter,
     pub(crate) connections_refused: Counter,
     pub(crate) streams_refused: Counter,
     pub(crate) junk_wants: Counter,
@@ -114,6 +117,9 @@ impl NetMetrics {
             held_wants_cycles: Counter::default(),
             rate_limited: Counter::default(),
             ping_closed: Counter::default(),
+            ping_timeouts: Counter::default(),
+            ping_errors: Counter::default(),
+            ping_slow: Counter::default(),
             connections_refused: Counter::default(),
             streams_refused: Counter::default(),
             junk_wants: Counter::default(),
@@ -156,6 +162,17 @@ impl NetMetrics {
         );
         r.register("rate_limited", "Inbound requests or blocks refused by a rate cap", m.rate_limited.clone());
         r.register("ping_closed", "Connections closed because a liveness ping went unanswered", m.ping_closed.clone());
+        r.register("ping_timeouts", "Of ping_closed: a ping that libp2p timed out", m.ping_timeouts.clone());
+        r.register(
+            "ping_errors",
+            "Of ping_closed: a ping stream that failed (negotiation, reset, I/O), not a timeout",
+            m.ping_errors.clone(),
+        );
+        r.register(
+            "ping_slow",
+            "Pongs that came back 1 s or more after their ping (a queued link or a starved event loop)",
+            m.ping_slow.clone(),
+        );
         r.register(
             "connections_refused",
             "Connections refused by the deny list or the per-IP cap",
@@ -342,6 +359,9 @@ impl NetMetrics {
             dht_provider_lookups: self.dht_provider_lookups.get(),
             dht_provider_announcements: self.dht_provider_announcements.get(),
             ping_closed: self.ping_closed.get(),
+            ping_timeouts: self.ping_timeouts.get(),
+            ping_errors: self.ping_errors.get(),
+            ping_slow: self.ping_slow.get(),
             events_dropped: EVENT_KINDS
                 .iter()
                 .map(|kind| self.events_dropped.get_or_create(&KindLabels { kind }).get())
@@ -498,6 +518,16 @@ pub struct MetricsSnapshot {
     pub dht_provider_lookups: u64,
     /// Channels this node announced as a carrier in the DHT.
     pub dht_provider_announcements: u64,
-    /// Connections closed because a liveness ping went unanswered.
+    /// Connections closed because a liveness ping went unanswered: the
+    /// sum of `ping_timeouts`, `ping_errors` and closes by the loop's own
+    /// liveness window (no pong for `ping_interval_ms + ping_timeout_ms`).
     pub ping_closed: u64,
+    /// Of `ping_closed`: pings libp2p reported as timed out.
+    pub ping_timeouts: u64,
+    /// Of `ping_closed`: ping streams that failed otherwise (negotiation
+    /// timeout, reset, I/O error).
+    pub ping_errors: u64,
+    /// Pongs whose round trip took 1 s (`SLOW_PING`) or longer: a link queued
+    /// behind bulk data or an event loop that answered late.
+    pub ping_slow: u64,
 }

@@ -13,7 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use libp2p::swarm::ConnectionId;
+use libp2p::{PeerId, ping, swarm::ConnectionId};
 
 use super::EventLoop;
 
@@ -21,10 +21,37 @@ use super::EventLoop;
 /// liveness window (5 s), for a scan over at most `max_connections` entries.
 pub(super) const LIVENESS_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
+/// A pong this late is counted as slow (`NetMetricsSnapshot::ping_slow`):
+/// ten times a long real RTT, so it measures queueing or a late event loop,
+/// not distance. The counter tells which of the two a bench run's closes
+/// come after: slow pongs before closes point at the link or the loop.
+pub(crate) const SLOW_PING: Duration = Duration::from_secs(1);
+
 impl EventLoop {
     /// A connection is up, or answered a ping: its clock restarts.
     pub(super) fn heard_from(&mut self, connection: ConnectionId, now: Instant) {
         self.last_pong.insert(connection, now);
+    }
+
+    /// A ping came back after `rtt`.
+    pub(super) fn pong(&mut self, connection: ConnectionId, rtt: Duration, now: Instant) {
+        if rtt >= SLOW_PING {
+            self.metrics.ping_slow.inc();
+        }
+        self.heard_from(connection, now);
+    }
+
+    /// libp2p reported a failed ping: the connection is closed, and the
+    /// failure counted by kind.
+    pub(super) fn ping_failed(&mut self, peer: PeerId, connection: ConnectionId, error: &ping::Failure) {
+        self.stop_watching(&connection);
+        tracing::debug!(%peer, %error, "ping failed, closing the connection");
+        match error {
+            ping::Failure::Timeout => self.metrics.ping_timeouts.inc(),
+            _ => self.metrics.ping_errors.inc(),
+        };
+        self.metrics.ping_closed.inc();
+        self.swarm.close_connection(connection);
     }
 
     /// The connection closed, or the peer does not speak ping (it is not
