@@ -38,14 +38,17 @@
 //!   `stall_hedge_after` past its own transfer estimate and a HAVE holder or
 //!   the upstream can take it. The first request is not cancelled. The other
 //!   source of duplicates is the switch of a held want to a HAVE holder after
-//!   `switch_after`, which races an upstream copy already in flight. Each
+//!   `switch_after`, which races an upstream copy already in flight.
+//!   Hedges are budgeted (`hedge_share` per first request, `hedge_burst`
+//!   at once), so a congested node does not double its own load. Each
 //!   duplicate is put down to its cause (`SchedulerStats::duplicates_*`):
 //!   at 10 Mbit/s caps ~90 % are the switch's, and a third of switches are
 //!   lost to the upstream's copy (`switches_lost`; docs/benchmarks.md).
 //! - **Slow and lying peers lose rank.** A request that times out, a late
 //!   request that another peer beats, or a HAVE that is not honoured counts a
-//!   stall against the peer. Within a class, fewer stalls rank first, so one
-//!   stall already puts a peer behind every clean holder; each needed block
+//!   stall against the peer. One stall already puts a peer behind every
+//!   clean holder and behind the upstream (a HAVE is a claim the peer is
+//!   held to); each needed block
 //!   it delivers forgives one stall. A peer that delivered within
 //!   `busy_grace` is busy, not lying: its late copies and its refusals are
 //!   not stalls (a timeout still is), so a capped seed keeps the rank its
@@ -228,6 +231,9 @@ pub struct Scheduler<P> {
     ended_order: VecDeque<(BlockCid, P)>,
     actions: VecDeque<Action<P>>,
     stats: SchedulerStats,
+    /// Hedges that may be sent now: `hedge_share` per first request, at
+    /// most `hedge_burst`, one spent per hedge.
+    hedge_credit: f64,
 }
 
 /// How many completed CIDs are remembered to count late duplicates.
@@ -237,7 +243,6 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
     /// A scheduler with `cfg`.
     pub fn new(cfg: SchedulerConfig) -> Self {
         Self {
-            cfg,
             blocks: HashMap::new(),
             pending: BTreeSet::new(),
             segments: BTreeMap::new(),
@@ -250,6 +255,8 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
             ended_order: VecDeque::new(),
             actions: VecDeque::new(),
             stats: SchedulerStats::default(),
+            hedge_credit: cfg.hedge_burst,
+            cfg,
         }
     }
 
@@ -739,14 +746,15 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
     }
 
     /// Ranks a candidate for a block: lower is better, `None` if it cannot
-    /// take another request now. Classes: 0 a relay that announced HAVE;
-    /// 1 the segment's upstream (closest to the publisher, even when it is
-    /// the publisher: first-hop nodes have no one else) or a peer it
-    /// redirected us to; 2 another channel
-    /// neighbour (it holds our want until it has the block); 3 a relay that
-    /// stalled too often; 4 an origin. Within a class, fewest stalls, then
-    /// least expected finish: after one stall a peer is asked only when no
-    /// clean peer of its class can take the block.
+    /// take another request now. Classes: 0 a relay that announced HAVE
+    /// and has no unforgiven stall; 1 the segment's upstream (closest to
+    /// the publisher, even when it is the publisher: first-hop nodes have
+    /// no one else) or a peer it redirected us to; 2 another channel
+    /// neighbour (it holds our want until it has the block), or a HAVE
+    /// holder that stalled since its last delivery; 3 a relay that stalled
+    /// too often; 4 an origin. Within a class, fewest stalls, then least
+    /// expected finish: after one stall a peer is asked only when neither
+    /// a clean holder nor the upstream can take the block.
     fn rank(&self, peer: &P, b: &BlockState<P>, now: Instant) -> Option<(u8, u32, u64)> {
         let p = self.peers.get(peer)?;
         if p.inflight >= self.cfg.max_inflight_per_peer
@@ -762,9 +770,17 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
             1
         } else if p.origin {
             4
-        } else if b.holders.contains(peer) {
+        } else if b.holders.contains(peer) && p.stalls == 0 {
             0
         } else {
+            // A holder with a stall not yet forgiven by a delivery is a
+            // claim it has not kept: it goes behind the upstream, which
+            // holds our want until it has the block. Ranked only within
+            // class 0, a peer that sends its HAVEs the moment it sees a
+            // manifest (often before our copy of the manifest lands) was
+            // asked ahead of the upstream until `stall_limit` stalls, so
+            // each viewer paid that many hedge delays (the hostile suite's
+            // exchange group).
             2
         };
         // Neither announced nor upstream: a plain neighbour or an origin is
@@ -837,6 +853,12 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
             if early && (class > 1 || !b.requests.iter().any(|r| r.is_late(now))) {
                 continue;
             }
+            // Out of hedge budget: the block keeps its one request (which
+            // still times out), and `tick` offers the hedge again later.
+            if hedge && self.hedge_credit < 1.0 {
+                self.stats.hedges_skipped += 1;
+                continue;
+            }
             let queued = self.peers.get(&peer).map_or(0, |p| p.inflight);
             let young_have = b.first_have.is_some_and(|t| now.saturating_duration_since(t) < self.cfg.spread_wait);
             if queued >= 2 && young_have && now + self.cfg.hedge_window < b.deadline {
@@ -878,6 +900,9 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
             self.stats.wants_sent += 1;
             if hedge {
                 self.stats.hedges += 1;
+                self.hedge_credit -= 1.0;
+            } else {
+                self.hedge_credit = (self.hedge_credit + self.cfg.hedge_share).min(self.cfg.hedge_burst);
             }
             if early {
                 self.stats.early_hedges += 1;

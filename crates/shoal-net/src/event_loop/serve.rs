@@ -427,7 +427,14 @@ impl EventLoop {
                 if !response.bad_blocks.is_empty() {
                     self.metrics.bad_blocks.inc_by(response.bad_blocks.len() as u64);
                     tracing::warn!(%peer, bad = response.bad_blocks.len(), "peer sent blocks that do not match their CIDs");
-                    self.strike(peer, Misbehaviour::BadBlock, response.bad_blocks.len() as u32);
+                    // Proof, not suspicion: we asked for these CIDs and the
+                    // bytes, authenticated end to end by noise, hash to
+                    // something else. No honest peer sends that (its store
+                    // checks blocks on read), and every corrupt block costs
+                    // the asker a refetch, so the first one bans: one
+                    // strike per block let a corrupter serve three rounds
+                    // to every viewer that asked it (6 s to ban).
+                    self.strike(peer, Misbehaviour::BadBlock, self.config.max_strikes);
                 }
                 if let Some((_, Some(reply))) = self.pending_exchange.remove(&request_id) {
                     let _ = reply.send(Ok(response));

@@ -336,14 +336,17 @@ async fn spawn_evil(next: impl Fn(usize) -> Vec<u8> + Send + 'static) -> (PeerId
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn corrupted_blocks_and_garbage_get_a_peer_banned() {
+async fn garbage_strikes_a_peer_and_one_corrupted_block_bans_it() {
     let net = TestNet::spawn_with(1, TransportKind::Memory, 9, |_, c| c.max_strikes = 3).await;
     let victim = &net.nodes[0];
     let good = block("good");
     let cid = good.cid();
-    // Request 0 and 1: the right CID with flipped bytes. Request 2: garbage.
+    // Requests 0 and 1: garbage (a strike each, below the limit). Request
+    // 2: the right CID with flipped bytes, which is proof and bans at once.
     let (evil, addr) = spawn_evil(move |i| {
         if i < 2 {
+            vec![0xff; 64]
+        } else {
             let mut data = good.data().to_vec();
             data[10] ^= 0xff;
             pb::ExchangeResponse {
@@ -351,24 +354,22 @@ async fn corrupted_blocks_and_garbage_get_a_peer_banned() {
                 ..Default::default()
             }
             .encode_to_vec()
-        } else {
-            vec![0xff; 64]
         }
     })
     .await;
     victim.client.dial(addr).await.unwrap();
 
-    for strike in 1..=2u32 {
-        let resp = victim.client.want_blocks(evil, &[cid], 0).await.unwrap();
-        assert!(resp.blocks.is_empty(), "a corrupted block must never be handed out");
-        assert_eq!(resp.bad_blocks, vec![cid]);
-        let m = victim.client.metrics();
-        assert_eq!((m.bad_blocks, m.blocks_received), (u64::from(strike), 0));
+    for strike in 1..=2u64 {
+        let err = victim.client.want_blocks(evil, &[cid], 0).await.unwrap_err();
+        assert!(matches!(err, NetError::Request { .. }), "{err}");
+        assert_eq!(victim.client.metrics().malformed_frames, strike);
+        assert_eq!(victim.client.metrics().peers_banned, 0, "a malformed frame alone is not proof enough to ban");
     }
-    let err = victim.client.want_blocks(evil, &[cid], 0).await.unwrap_err();
-    assert!(matches!(err, NetError::Request { .. }), "{err}");
+    let resp = victim.client.want_blocks(evil, &[cid], 0).await.unwrap();
+    assert!(resp.blocks.is_empty(), "a corrupted block must never be handed out");
+    assert_eq!(resp.bad_blocks, vec![cid]);
     let log = victim.log.clone();
-    wait_for("third strike bans the peer", Duration::from_secs(5), || {
+    wait_for("the corrupted block bans the peer", Duration::from_secs(5), || {
         let log = log.clone();
         async move { log.lock().unwrap().penalties.iter().any(|p| p.0 == evil && p.3) }
     })
@@ -378,9 +379,9 @@ async fn corrupted_blocks_and_garbage_get_a_peer_banned() {
     assert_eq!(
         reasons,
         vec![
-            (Misbehaviour::BadBlock, 1, false),
-            (Misbehaviour::BadBlock, 2, false),
-            (Misbehaviour::MalformedFrame, 3, true)
+            (Misbehaviour::MalformedFrame, 1, false),
+            (Misbehaviour::MalformedFrame, 2, false),
+            (Misbehaviour::BadBlock, 5, true)
         ]
     );
     let c = victim.client.clone();
@@ -390,7 +391,7 @@ async fn corrupted_blocks_and_garbage_get_a_peer_banned() {
     })
     .await;
     let m = victim.client.metrics();
-    assert_eq!((m.peers_banned, m.malformed_frames), (1, 1));
+    assert_eq!((m.peers_banned, m.malformed_frames, m.bad_blocks, m.blocks_received), (1, 2, 1, 0));
     // And it stays out: a new request cannot reach it.
     assert!(victim.client.want_blocks(evil, &[cid], 0).await.is_err());
     net.shutdown().await;

@@ -185,3 +185,50 @@ fn a_refusal_by_the_upstream_probes_neighbours_at_once() {
     s.on_dont_have(&"up", cid, t1);
     assert_eq!(wants(&drain(&mut s)), vec![("n1", cid)], "after the refusal the neighbour is probed at once");
 }
+
+#[test]
+fn hedges_are_budgeted_per_first_request() {
+    let t0 = Instant::now();
+    // No burst and one hedge per two first wants: easy to count. Nothing
+    // times out in this test (a timeout's new want would earn credit too).
+    let cfg = SchedulerConfig {
+        hedge_share: 0.5,
+        hedge_burst: 1.0,
+        base_timeout: Duration::from_secs(60),
+        ..SchedulerConfig::default()
+    };
+    let mut s = Scheduler::new(cfg);
+    s.peer_connected("a", false);
+    s.peer_connected("b", false);
+    // Eight blocks, all announced by both; "a" gets the first wants of
+    // four, "b" of four (the spread), and then nobody answers.
+    let bl = blocks(1, 8);
+    s.add_segment(1, &bl, t0 + Duration::from_secs(30), None, none, t0);
+    for b in &bl {
+        s.on_have("a", b.cid, t0);
+        s.on_have("b", b.cid, t0);
+    }
+    for ms in (0..=600).step_by(50) {
+        s.tick(t0 + Duration::from_millis(ms));
+    }
+    drain(&mut s);
+    let st = s.stats();
+    // Credit: 1 at the start, capped at 1, so the eight first wants leave
+    // it at 1: one hedge. The other seven late blocks keep one request.
+    assert_eq!((st.wants_sent - st.hedges, st.hedges), (8, 1), "{st:?}");
+    assert!(st.hedges_skipped >= 7, "{st:?}");
+    // Each first want after this earns half a hedge: two blocks more, one
+    // more hedge in all, for whichever late block comes first.
+    let more = blocks(2, 2);
+    let now = t0 + Duration::from_millis(600);
+    s.add_segment(2, &more, t0 + Duration::from_secs(30), None, none, now);
+    for b in &more {
+        s.on_have("a", b.cid, now);
+    }
+    for ms in (0..=600).step_by(50) {
+        s.tick(now + Duration::from_millis(ms));
+    }
+    drain(&mut s);
+    let st = s.stats();
+    assert_eq!((st.wants_sent - st.hedges, st.hedges, st.timeouts), (10, 2, 0), "{st:?}");
+}

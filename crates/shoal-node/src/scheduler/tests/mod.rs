@@ -466,6 +466,18 @@ fn a_delivery_forgives_a_stall() {
     assert_eq!(wants(&drain(&mut s)), vec![("a", z.cid)], "one delivery cancels one stall");
 }
 
+/// "bad" claims segment 1's one block and never sends it: one timeout,
+/// one stall, over by `t0 + 1 s`.
+fn bad_claims_and_stalls_once(s: &mut Scheduler<P>, t0: Instant) {
+    let x = blocks(1, 1)[0];
+    s.add_segment(1, &[x], t0 + Duration::from_secs(30), None, none, t0);
+    s.on_have("bad", x.cid, t0);
+    assert_eq!(wants(&drain(s)), vec![("bad", x.cid)]);
+    s.tick(t0 + Duration::from_secs(1));
+    drain(s);
+    assert_eq!(s.stats().timeouts, 1);
+}
+
 #[test]
 fn a_held_want_does_not_move_to_a_holder_that_stalled() {
     let t0 = Instant::now();
@@ -473,14 +485,7 @@ fn a_held_want_does_not_move_to_a_holder_that_stalled() {
     for p in ["up", "bad", "good"] {
         s.peer_connected(p, false);
     }
-    // "bad" claims a block and stalls once.
-    let x = blocks(1, 1)[0];
-    s.add_segment(1, &[x], t0 + Duration::from_secs(30), None, none, t0);
-    s.on_have("bad", x.cid, t0);
-    assert_eq!(wants(&drain(&mut s)), vec![("bad", x.cid)]);
-    s.tick(t0 + Duration::from_secs(1));
-    drain(&mut s);
-    assert_eq!(s.stats().timeouts, 1);
+    bad_claims_and_stalls_once(&mut s, t0);
     // The next segment is held at the upstream; "bad" claims it too.
     let now = t0 + Duration::from_secs(1);
     let y = blocks(2, 1)[0];
@@ -495,4 +500,41 @@ fn a_held_want_does_not_move_to_a_holder_that_stalled() {
     let a = drain(&mut s);
     assert!(a.contains(&Action::Cancel { peer: "up", cid: y.cid }), "{a:?}");
     assert_eq!(wants(&a), vec![("good", y.cid)]);
+}
+
+#[test]
+fn a_holder_that_stalled_ranks_behind_the_upstream_even_when_its_have_came_first() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    for p in ["up", "bad"] {
+        s.peer_connected(p, false);
+    }
+    // "bad" claims a block and stalls once (a timeout).
+    bad_claims_and_stalls_once(&mut s, t0);
+    // Its HAVE for the next segment's block lands before the manifest does
+    // (it sends HAVEs the moment it sees a manifest): it is a holder from
+    // the start, yet the want goes to the upstream, held.
+    let now = t0 + Duration::from_secs(1);
+    let y = blocks(2, 1)[0];
+    s.on_have("bad", y.cid, now);
+    s.add_segment(2, &[y], t0 + Duration::from_secs(30), Some("up"), none, now + Duration::from_millis(5));
+    assert_eq!(wants(&drain(&mut s)), vec![("up", y.cid)], "one broken HAVE puts a holder behind the upstream");
+    // With the upstream at its request cap, the staller is still asked
+    // rather than nobody: a demotion, not a ban.
+    let busy = SchedulerConfig::default().max_inflight_per_peer;
+    let z: Vec<BlockRef> = (0..busy + 1).map(|i| BlockRef { cid: BlockCid::of(&[9, i as u8]), size: 1000 }).collect();
+    for b in &z {
+        s.on_have("bad", b.cid, now + Duration::from_millis(6));
+    }
+    s.add_segment(3, &z, t0 + Duration::from_secs(30), Some("up"), none, now + Duration::from_millis(10));
+    let mut w = wants(&drain(&mut s));
+    // (Blocks whose HAVE is under `spread_wait` old wait a tick once the
+    // best peer has two requests queued.)
+    s.tick(now + Duration::from_millis(100));
+    w.extend(wants(&drain(&mut s)));
+    let z_wants: Vec<P> = w.iter().filter(|(_, c)| z.iter().any(|b| b.cid == *c)).map(|(p, _)| *p).collect();
+    assert_eq!(z_wants.len(), busy + 1, "every block asked of someone: {w:?}");
+    let first_bad = z_wants.iter().position(|p| *p == "bad").expect("the staller takes the overflow");
+    assert!(z_wants[first_bad..].iter().all(|p| *p == "bad"), "the upstream first, until it is full: {z_wants:?}");
+    assert!(first_bad >= busy - 2, "the upstream took {first_bad} of {}: {z_wants:?}", busy + 1);
 }
