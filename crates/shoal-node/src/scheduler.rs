@@ -402,8 +402,13 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
         // and would otherwise keep the want for the whole hold).
         let rate = self.peers.get(&peer).map_or(self.cfg.initial_rate_bps, |p| p.rate_bps).max(1.0);
         let transfer = Duration::from_secs_f64(f64::from(b.size) / rate);
+        // One that already broke a claim since its last delivery gets no
+        // benefit of the doubt: late at once, so a clean holder is asked
+        // as soon as there is one.
+        let stalled = self.peers.get(&peer).is_some_and(|p| p.stalls > 0);
+        let patience = if stalled { Duration::ZERO } else { transfer + self.cfg.stall_hedge_after };
         for r in b.requests.iter_mut().filter(|r| r.peer == peer && r.late_at.is_none()) {
-            r.late_at = Some(now + transfer + self.cfg.stall_hedge_after);
+            r.late_at = Some(now + patience);
         }
         self.maybe_switch(cid, now);
         let b = &self.blocks[&cid];
@@ -677,7 +682,8 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
     fn maybe_switch(&mut self, cid: BlockCid, now: Instant) {
         let Some(b) = self.blocks.get(&cid) else { return };
         let [req] = b.requests.as_slice() else { return };
-        if b.holders.contains(&req.peer) {
+        // A holder answers at once, unless it broke a claim before.
+        if b.holders.contains(&req.peer) && self.peers.get(&req.peer).is_none_or(|p| p.stalls == 0) {
             return;
         }
         // Only to a clean holder: a peer that announces HAVE and stalls
@@ -764,9 +770,15 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
             return None;
         }
         let upstream = self.upstream.get(&b.seq) == Some(peer) || b.redirects.contains(peer);
+        // Claims this block, and broke a claim since its last delivery.
+        let claims_and_stalls = p.stalls > 0 && b.holders.contains(peer);
         let class = if p.stalls >= self.cfg.stall_limit {
             if p.origin { 4 } else { 3 }
-        } else if upstream {
+        } else if upstream && !claims_and_stalls {
+            // (A staller forwards manifests like any gossip peer, so it is
+            // some viewers' upstream; as a holder with a stall it falls to
+            // class 2 below, while an upstream that stalled once under load
+            // and does not claim the block keeps its place.)
             1
         } else if p.origin {
             4

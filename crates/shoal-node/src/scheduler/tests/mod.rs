@@ -538,3 +538,26 @@ fn a_holder_that_stalled_ranks_behind_the_upstream_even_when_its_have_came_first
     assert!(z_wants[first_bad..].iter().all(|p| *p == "bad"), "the upstream first, until it is full: {z_wants:?}");
     assert!(first_bad >= busy - 2, "the upstream took {first_bad} of {}: {z_wants:?}", busy + 1);
 }
+
+#[test]
+fn a_stalled_upstream_that_claims_the_block_is_hedged_at_once() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    for p in ["bad", "good"] {
+        s.peer_connected(p, false);
+    }
+    bad_claims_and_stalls_once(&mut s, t0);
+    // "bad" forwarded the next manifest first: it is the upstream and, not
+    // claiming the block, keeps its class and holds our want.
+    let now = t0 + Duration::from_secs(1);
+    let y = blocks(2, 1)[0];
+    s.add_segment(2, &[y], t0 + Duration::from_secs(30), Some("bad"), none, now);
+    assert_eq!(wants(&drain(&mut s)), vec![("bad", y.cid)]);
+    // Then it claims the block and sends nothing, and a clean peer has it:
+    // asked at once, not after the transfer estimate and
+    // `stall_hedge_after` (~300 ms here), and not after `switch_after`.
+    s.on_have("bad", y.cid, now + Duration::from_millis(5));
+    s.on_have("good", y.cid, now + Duration::from_millis(10));
+    s.tick(now + Duration::from_millis(20));
+    assert_eq!(wants(&drain(&mut s)), vec![("good", y.cid)]);
+}
