@@ -160,6 +160,20 @@ async fn run(label: &str, attacks: &[(Attack, &str)], key_seed: u8) -> Result<(V
         "  slowest viewer per segment (ms; {WARMUP} warm-up, {BEFORE} before, {DURING} during): {}",
         worst.join(" ")
     );
+    let st = fx.honest_scheduler();
+    println!(
+        "  honest schedulers: {} wants, {} hedges ({} early), {} timeouts, {} switches, {} stalls, trials {} ({} failed, {} duplicate copies), {} duplicates",
+        st.wants_sent,
+        st.hedges,
+        st.early_hedges,
+        st.timeouts,
+        st.switches,
+        st.stalls,
+        st.trials,
+        st.trials_failed,
+        st.duplicates_trial,
+        st.duplicate_blocks
+    );
     let metrics = fx.honest_metrics();
     let rate_limited: u64 = metrics.iter().map(|m| m.rate_limited).sum();
     let streams_refused: u64 = metrics.iter().map(|m| m.streams_refused).sum();

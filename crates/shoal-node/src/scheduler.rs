@@ -53,6 +53,19 @@
 //!   `busy_grace` is busy, not lying: its late copies and its refusals are
 //!   not stalls (a timeout still is), so a capped seed keeps the rank its
 //!   redirects need.
+//! - **Probation: a HAVE is trusted once its sender has delivered.** A
+//!   holder that has never delivered a block to us ranks behind the
+//!   upstream (class 2), like one that stalled: a peer can announce HAVE
+//!   for every block the moment it sees a manifest and then stall (attack
+//!   6), and ranked first it cost each viewer one hedge delay before its
+//!   first stall demoted it (the hostile suite's exchange group). It is
+//!   taken off probation by a *trial*: one block, asked beside a request at
+//!   a peer we trust (a proven one, the upstream or a redirect target),
+//!   never cancelled, so an honest peer proves itself even when it loses
+//!   the race (one duplicate block), and a staller's trial only times out
+//!   (a stall, and the next trial after `trial_retry`). A holder on
+//!   probation still takes a block when nobody trusted can (a swarm where
+//!   nobody has delivered yet), and that delivery proves it too.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
@@ -64,6 +77,7 @@ use shoal_core::{BlockCid, BlockRef, block_peers::BlockPeers};
 
 mod config;
 mod dispatch;
+mod probation;
 pub use config::{DownloadBudget, SchedulerConfig, SchedulerStats};
 
 /// Most blocks with a HAVE that came before their manifest. A HAVE overtakes
@@ -180,6 +194,14 @@ struct SegmentState {
 #[derive(Debug)]
 struct PeerState {
     origin: bool,
+    /// It has delivered a verified block to us (needed or not): off
+    /// probation (see the module docs).
+    proven: bool,
+    /// Its trial in flight, if any; while one is, it is asked nothing else.
+    trial: Option<probation::Trial>,
+    /// When it last counted a stall: a peer on probation gets no trial
+    /// for `trial_retry` after one.
+    stalled_at: Option<Instant>,
     inflight: usize,
     queued_bytes: u64,
     rate_bps: f64,
@@ -204,6 +226,7 @@ impl PeerState {
             stats.stalls_excused += 1;
         } else {
             self.stalls += 1;
+            self.stalled_at = Some(now);
             stats.stalls += 1;
         }
     }
@@ -287,6 +310,9 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
         let rate_bps = self.cfg.initial_rate_bps;
         self.peers.entry(peer).and_modify(|p| p.origin |= origin).or_insert(PeerState {
             origin,
+            proven: false,
+            trial: None,
+            stalled_at: None,
             inflight: 0,
             queued_bytes: 0,
             rate_bps,
@@ -403,20 +429,25 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
         // and would otherwise keep the want for the whole hold).
         let rate = self.peers.get(&peer).map_or(self.cfg.initial_rate_bps, |p| p.rate_bps).max(1.0);
         let transfer = Duration::from_secs_f64(f64::from(b.size) / rate);
-        // One that already broke a claim since its last delivery gets no
-        // benefit of the doubt: late at once, so a clean holder is asked
-        // as soon as there is one.
-        let stalled = self.peers.get(&peer).is_some_and(|p| p.stalls > 0);
-        let patience = if stalled { Duration::ZERO } else { transfer + self.cfg.stall_hedge_after };
+        // One that already broke a claim since its last delivery, or that
+        // never delivered to us (probation), gets no benefit of the doubt:
+        // late at once, so a clean holder is asked as soon as there is one.
+        // (An honest upstream sends the block with its HAVE; the only cost
+        // is a possible hedge while it is new to us.)
+        let doubted = self.peers.get(&peer).is_some_and(|p| p.stalls > 0 || !p.proven);
+        let patience = if doubted { Duration::ZERO } else { transfer + self.cfg.stall_hedge_after };
         for r in b.requests.iter_mut().filter(|r| r.peer == peer && r.late_at.is_none()) {
             r.late_at = Some(now + patience);
         }
         self.maybe_switch(cid, now);
         let b = &self.blocks[&cid];
-        if b.requests.is_empty() {
+        // No request, or its one request is already late: a new holder may
+        // be the hedge now, not at the next tick.
+        if b.requests.is_empty() || matches!(b.requests.as_slice(), [r] if r.is_late(now)) {
             self.pending.insert((b.deadline, cid));
         }
         self.dispatch(now);
+        self.offer_trials(cid, now);
     }
 
     /// `peer` says it just published `cid` and will serve us first (a
@@ -439,22 +470,32 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
 
     /// A verified block arrived from `peer`.
     pub fn on_block(&mut self, peer: &P, cid: BlockCid, now: Instant) {
+        let (trial, newly_proven) = self.proof_of_delivery(peer, &cid, now);
         let Some(b) = self.blocks.remove(&cid) else {
             if self.done_set.contains(&cid) {
                 self.stats.duplicate_blocks += 1;
-                match self.ended.get(&(cid, peer.clone())) {
-                    Some(Ended::Switched) => self.stats.duplicates_switched += 1,
-                    Some(Ended::Raced) => self.stats.duplicates_raced += 1,
-                    Some(Ended::TimedOut) => self.stats.duplicates_timed_out += 1,
-                    None => {}
+                match (trial.is_some(), self.ended.get(&(cid, peer.clone()))) {
+                    (true, _) => self.stats.duplicates_trial += 1,
+                    (false, Some(Ended::Switched)) => self.stats.duplicates_switched += 1,
+                    (false, Some(Ended::Raced)) => self.stats.duplicates_raced += 1,
+                    (false, Some(Ended::TimedOut)) => self.stats.duplicates_timed_out += 1,
+                    (false, None) => {}
                 }
                 // Size unknown here; the caller adds bytes via on_duplicate_bytes.
             }
             if let Some(p) = self.peers.get_mut(peer) {
                 p.inflight = p.inflight.saturating_sub(1);
             }
+            if newly_proven {
+                self.after_proof(now);
+            }
             return;
         };
+        if trial.is_some()
+            && let Some(p) = self.peers.get_mut(peer)
+        {
+            p.inflight = p.inflight.saturating_sub(1);
+        }
         self.pending.remove(&(b.deadline, cid));
         self.stats.blocks_received += 1;
         self.stats.payload_bytes += u64::from(b.size);
@@ -524,7 +565,11 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
                 }
             }
         }
-        self.dispatch(now);
+        if newly_proven {
+            self.after_proof(now);
+        } else {
+            self.dispatch(now);
+        }
     }
 
     /// Adds `bytes` of a duplicate block to the counters (the caller knows
@@ -564,6 +609,8 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
     /// `peer` holds `cid` but did not send it this time (it did not fit the
     /// response frame): ask again, without a penalty.
     pub fn on_deferred(&mut self, peer: &P, cid: BlockCid, now: Instant) {
+        // A trial that did not fit is no failure: the peer may be tried again.
+        let _ = self.take_trial(peer, &cid);
         self.end_request(peer, &cid);
         let Some(b) = self.blocks.get_mut(&cid) else { return };
         if b.requests.is_empty() {
@@ -612,7 +659,13 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
 
     /// `peer` does not have `cid` (DONT_HAVE, an error, or a refused request).
     pub fn on_dont_have(&mut self, peer: &P, cid: BlockCid, now: Instant) {
+        let trial = self.take_trial(peer, &cid).is_some();
         self.end_request(peer, &cid);
+        if trial {
+            // It claimed the block (a trial goes only to a holder) and did
+            // not give it: a broken claim, wherever the block is by now.
+            self.trial_failed(peer, now);
+        }
         let Some(b) = self.blocks.get_mut(&cid) else { return };
         // A peer that announced HAVE and then does not deliver lied or
         // lost the block: either way it counts as a stall, so a peer that
@@ -625,7 +678,10 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
         if b.requests.is_empty() {
             self.pending.insert((b.deadline, cid));
         }
-        if claimed && let Some(p) = self.peers.get_mut(peer) {
+        if claimed
+            && !trial
+            && let Some(p) = self.peers.get_mut(peer)
+        {
             p.stall(&mut self.stats, true, self.cfg.busy_grace, now);
         }
         self.dispatch(now);
@@ -659,6 +715,7 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
                 replan.push((b.deadline, *cid));
             }
         }
+        self.expire_trials(now);
         for (peer, size, cid) in stalled {
             self.stats.timeouts += 1;
             self.ended(cid, peer.clone(), Ended::TimedOut);
@@ -683,8 +740,9 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
     fn maybe_switch(&mut self, cid: BlockCid, now: Instant) {
         let Some(b) = self.blocks.get(&cid) else { return };
         let [req] = b.requests.as_slice() else { return };
-        // A holder answers at once, unless it broke a claim before.
-        if b.holders.contains(&req.peer) && self.peers.get(&req.peer).is_none_or(|p| p.stalls == 0) {
+        // A holder answers at once, unless it broke a claim before or is on
+        // probation.
+        if b.holders.contains(&req.peer) && self.peers.get(&req.peer).is_none_or(|p| p.stalls == 0 && p.proven) {
             return;
         }
         // Only to a clean holder: a peer that announces HAVE and stalls
@@ -694,7 +752,11 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
         let clean = |h: &P| self.rank(h, b, now).is_some_and(|(class, stalls, _)| class == 0 && stalls == 0);
         let ahead = |h: &P| self.peers.get(h).is_some_and(|p| p.early_haves > 0);
         let waited = now.saturating_duration_since(req.sent) >= self.cfg.switch_after;
-        if !b.holders.iter().any(|h| clean(h) && (waited || ahead(h))) {
+        // A held want at a peer on probation is not given `switch_after`:
+        // a staller that forwards manifests holds it without ever claiming
+        // the block (its HAVE may come late, or not at all).
+        let on_probation = self.peers.get(&req.peer).is_some_and(|p| !p.proven);
+        if !b.holders.iter().any(|h| clean(h) && (waited || on_probation || ahead(h))) {
             return;
         }
         let size = u64::from(b.size);

@@ -305,6 +305,15 @@ impl Fixture {
             .collect()
     }
 
+    /// The fetch schedulers' counters, summed over the honest viewers.
+    pub fn honest_scheduler(&self) -> shoal_node::scheduler::SchedulerStats {
+        let mut sum = shoal_node::scheduler::SchedulerStats::default();
+        for v in self.viewers.iter().flatten() {
+            sum += v.handle().metrics().scheduler();
+        }
+        sum
+    }
+
     /// Peers banned, summed over the honest nodes.
     pub fn bans(&self) -> u64 {
         self.viewers

@@ -81,6 +81,15 @@ pub struct SchedulerConfig {
     /// about one segment: a seed serving a viewer delivers several blocks
     /// in that time.
     pub busy_grace: Duration,
+    /// How long after a stall (a failed trial, or a request it was asked
+    /// when nobody trusted could take the block) a peer that has never
+    /// delivered a block to us may be given a trial (see the module docs,
+    /// "probation"). A trial costs us a want and, when the peer is honest
+    /// but slower than the request it runs beside, one duplicate block; a
+    /// staller's trial costs us only the want. 4 s is a few segments: an
+    /// honest peer whose trial timed out in a burst gets its next chance
+    /// soon, and a staller is asked about once per 4 s per viewer.
+    pub trial_retry: Duration,
     /// The node's download cap (`max_download`), shared by every channel's
     /// scheduler: a want is sent only while the bucket has credit, and its
     /// block's size is charged when it is sent. `None`: no cap.
@@ -111,6 +120,7 @@ impl Default for SchedulerConfig {
             hedge_burst: 16.0,
             spread_wait: Duration::from_millis(50),
             busy_grace: Duration::from_secs(1),
+            trial_retry: Duration::from_secs(4),
             download: None,
         }
     }
@@ -167,6 +177,14 @@ pub struct SchedulerStats {
     /// Late or refused requests not counted as stalls because the peer had
     /// just delivered (see [`SchedulerConfig::busy_grace`]).
     pub stalls_excused: u64,
+    /// Trials sent: one block asked of a HAVE holder that has never
+    /// delivered to us, beside a request at a peer we trust.
+    pub trials: u64,
+    /// Trials that failed (timed out or refused): each is also a stall.
+    pub trials_failed: u64,
+    /// Of `duplicate_blocks`, trials' copies that came after the trusted
+    /// request's copy (the price of taking a peer off probation).
+    pub duplicates_trial: u64,
 }
 
 impl std::ops::AddAssign for SchedulerStats {
@@ -191,5 +209,8 @@ impl std::ops::AddAssign for SchedulerStats {
         self.switches_lost += o.switches_lost;
         self.stalls += o.stalls;
         self.stalls_excused += o.stalls_excused;
+        self.trials += o.trials;
+        self.trials_failed += o.trials_failed;
+        self.duplicates_trial += o.duplicates_trial;
     }
 }

@@ -10,18 +10,20 @@ use super::{Action, BlockState, Request, Scheduler};
 
 impl<P: Clone + Eq + std::hash::Hash + Ord + std::fmt::Debug> Scheduler<P> {
     /// Ranks a candidate for a block: lower is better, `None` if it cannot
-    /// take another request now. Classes: 0 a relay that announced HAVE
-    /// and has no unforgiven stall; 1 the segment's upstream (closest to
+    /// take another request now (or has a trial in flight). Classes: 0 a
+    /// relay that announced HAVE, has delivered to us before (off
+    /// probation) and has no unforgiven stall; 1 the segment's upstream (closest to
     /// the publisher, even when it is the publisher: first-hop nodes have
     /// no one else) or a peer it redirected us to; 2 another channel
     /// neighbour (it holds our want until it has the block), or a HAVE
-    /// holder that stalled since its last delivery; 3 a relay that stalled
+    /// holder on probation or that stalled since its last delivery; 3 a relay that stalled
     /// too often; 4 an origin. Within a class, fewest stalls, then least
     /// expected finish: after one stall a peer is asked only when neither
     /// a clean holder nor the upstream can take the block.
     pub(super) fn rank(&self, peer: &P, b: &BlockState<P>, now: Instant) -> Option<(u8, u32, u64)> {
         let p = self.peers.get(peer)?;
         if p.inflight >= self.cfg.max_inflight_per_peer
+            || p.trial.is_some()
             || b.refused.get(peer).is_some_and(|t| now.saturating_duration_since(*t) < self.cfg.refuse_ttl)
             || b.requests.iter().any(|r| r.peer == *peer)
         {
@@ -40,7 +42,7 @@ impl<P: Clone + Eq + std::hash::Hash + Ord + std::fmt::Debug> Scheduler<P> {
             1
         } else if p.origin {
             4
-        } else if b.holders.contains(peer) && p.stalls == 0 {
+        } else if b.holders.contains(peer) && p.stalls == 0 && p.proven {
             0
         } else {
             // A holder with a stall not yet forgiven by a delivery is a
@@ -50,7 +52,10 @@ impl<P: Clone + Eq + std::hash::Hash + Ord + std::fmt::Debug> Scheduler<P> {
             // manifest (often before our copy of the manifest lands) was
             // asked ahead of the upstream until `stall_limit` stalls, so
             // each viewer paid that many hedge delays (the hostile suite's
-            // exchange group).
+            // exchange group). A holder that never delivered to us is
+            // here too (probation): it gets its trial beside the request
+            // that goes ahead of it (`offer_trials`), and the first stall
+            // of a staller costs no viewer a hedge delay.
             2
         };
         // Neither announced nor upstream: a plain neighbour or an origin is
@@ -106,6 +111,7 @@ impl<P: Clone + Eq + std::hash::Hash + Ord + std::fmt::Debug> Scheduler<P> {
 
     pub(super) fn dispatch(&mut self, now: Instant) {
         let mut waiting = Vec::new();
+        let mut first_requests = Vec::new();
         while let Some((deadline, cid)) = self.pending.pop_first() {
             let Some(b) = self.blocks.get(&cid) else { continue };
             if b.requests.len() >= 2 {
@@ -161,9 +167,16 @@ impl<P: Clone + Eq + std::hash::Hash + Ord + std::fmt::Debug> Scheduler<P> {
             p.queued_bytes += size;
             let transfer = Duration::from_secs_f64(p.queued_bytes as f64 / p.rate_bps.max(1.0));
             let timeout = now + hold + transfer + self.cfg.base_timeout;
-            // A held want is late only once the peer has the block (on_have).
+            // A held want is late only once the peer has the block (on_have),
+            // and then at once if the peer is doubted (on probation, or with
+            // a stall not yet forgiven), as in `on_have`: a staller that
+            // forwards manifests is some viewers' upstream, and its HAVE
+            // often lands before the manifest it forwards.
             let announced = self.blocks.get(&cid).is_some_and(|b| b.holders.contains(&peer));
-            let late_at = (hold.is_zero() || announced).then(|| now + transfer + self.cfg.stall_hedge_after);
+            let doubted = p.stalls > 0 || !p.proven;
+            let patience =
+                if !hold.is_zero() && doubted { Duration::ZERO } else { transfer + self.cfg.stall_hedge_after };
+            let late_at = (hold.is_zero() || announced).then(|| now + patience);
             if let Some(b) = self.blocks.get_mut(&cid) {
                 b.requests.push(Request { peer: peer.clone(), sent: now, timeout, late_at });
             }
@@ -172,6 +185,7 @@ impl<P: Clone + Eq + std::hash::Hash + Ord + std::fmt::Debug> Scheduler<P> {
                 self.stats.hedges += 1;
                 self.hedge_credit -= 1.0;
             } else {
+                first_requests.push(cid);
                 self.hedge_credit = (self.hedge_credit + self.cfg.hedge_share).min(self.cfg.hedge_burst);
             }
             if early {
@@ -180,5 +194,8 @@ impl<P: Clone + Eq + std::hash::Hash + Ord + std::fmt::Debug> Scheduler<P> {
             self.actions.push_back(Action::Want { peer, cid, hold });
         }
         self.pending.extend(waiting);
+        for cid in first_requests {
+            self.offer_trials(cid, now);
+        }
     }
 }

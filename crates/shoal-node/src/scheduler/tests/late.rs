@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use shoal_core::BlockCid;
 
-use super::{P, blocks, drain, none, wants};
+use super::{P, blocks, drain, none, prove, wants};
 use crate::scheduler::*;
 
 /// Two HAVE holders, one block with a far deadline, asked of "a" at `t0`.
@@ -12,6 +12,7 @@ fn late_request_setup(cfg: SchedulerConfig, t0: Instant) -> (Scheduler<P>, Block
     let mut s = Scheduler::new(cfg);
     s.peer_connected("a", false);
     s.peer_connected("b", false);
+    prove(&mut s, &["a", "b"], t0);
     let x = blocks(1, 1)[0];
     s.add_segment(1, &[x], t0 + Duration::from_secs(10), None, none, t0);
     s.on_have("a", x.cid, t0);
@@ -99,6 +100,7 @@ fn an_early_hedge_goes_only_to_a_holder_or_the_upstream() {
     s.peer_connected("a", false);
     s.peer_connected("c", false);
     s.peer_connected("publisher", true);
+    prove(&mut s, &["a", "c"], t0);
     let x = blocks(1, 1)[0];
     s.add_segment(1, &[x], t0 + Duration::from_secs(10), None, none, t0);
     s.on_have("a", x.cid, t0);
@@ -144,6 +146,7 @@ fn a_held_want_is_hedged_once_its_upstream_claims_the_block_and_does_not_send_it
     let mut s = Scheduler::new(SchedulerConfig::default());
     s.peer_connected("up", false);
     s.peer_connected("b", false);
+    prove(&mut s, &["up", "b"], t0);
     let x = blocks(1, 1)[0];
     s.add_segment(1, &[x], t0 + Duration::from_secs(10), Some("up"), none, t0);
     let a = drain(&mut s);
@@ -200,6 +203,7 @@ fn hedges_are_budgeted_per_first_request() {
     let mut s = Scheduler::new(cfg);
     s.peer_connected("a", false);
     s.peer_connected("b", false);
+    prove(&mut s, &["a", "b"], t0);
     // Eight blocks, all announced by both; "a" gets the first wants of
     // four, "b" of four (the spread), and then nobody answers.
     let bl = blocks(1, 8);

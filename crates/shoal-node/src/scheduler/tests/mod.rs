@@ -5,6 +5,7 @@ use shoal_core::{BlockCid, BlockRef};
 use super::*;
 
 mod late;
+mod probation;
 mod redirects;
 
 type P = &'static str;
@@ -26,6 +27,15 @@ fn wants(actions: &[Action<P>]) -> Vec<(P, BlockCid)> {
 
 fn none(_: &BlockCid) -> bool {
     false
+}
+
+/// Takes `peers` off probation: each delivers a verified block (one no
+/// segment needs) at `t`, as a relay that served us before would have.
+fn prove(s: &mut Scheduler<P>, peers: &[P], t: Instant) {
+    for p in peers {
+        s.on_block(p, BlockCid::of(p.as_bytes()), t);
+    }
+    drain(s);
 }
 
 #[test]
@@ -214,6 +224,7 @@ fn switched_want(t0: Instant) -> (Scheduler<P>, Vec<BlockRef>) {
     let mut s = Scheduler::new(SchedulerConfig::default());
     s.peer_connected("up", false);
     s.peer_connected("sib", false);
+    prove(&mut s, &["up", "sib"], t0);
     let bl = blocks(1, 1);
     s.add_segment(1, &bl, t0 + Duration::from_secs(3), Some("up"), none, t0);
     assert_eq!(wants(&drain(&mut s)), vec![("up", bl[0].cid)]);
@@ -485,6 +496,7 @@ fn a_held_want_does_not_move_to_a_holder_that_stalled() {
     for p in ["up", "bad", "good"] {
         s.peer_connected(p, false);
     }
+    prove(&mut s, &["good"], t0);
     bad_claims_and_stalls_once(&mut s, t0);
     // The next segment is held at the upstream; "bad" claims it too.
     let now = t0 + Duration::from_secs(1);
@@ -546,6 +558,7 @@ fn a_stalled_upstream_that_claims_the_block_is_hedged_at_once() {
     for p in ["bad", "good"] {
         s.peer_connected(p, false);
     }
+    prove(&mut s, &["good"], t0);
     bad_claims_and_stalls_once(&mut s, t0);
     // "bad" forwarded the next manifest first: it is the upstream and, not
     // claiming the block, keeps its class and holds our want.

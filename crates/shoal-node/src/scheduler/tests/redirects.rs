@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use shoal_core::BlockCid;
 
-use super::{P, blocks, drain, none, wants};
+use super::{P, blocks, drain, none, prove, wants};
 use crate::scheduler::*;
 
 fn held_for(actions: &[Action<P>], who: P) -> Option<Duration> {
@@ -134,6 +134,9 @@ fn a_have_that_overtakes_its_manifest_is_used_when_the_segment_lands() {
     let mut s = Scheduler::new(SchedulerConfig::default());
     s.peer_connected("publisher", false);
     s.peer_connected("up", false);
+    // (Off probation: a seed's first trial of a new publisher is
+    // tests/probation.rs.)
+    prove(&mut s, &["publisher"], t0);
     let bl = blocks(1, 2);
     for b in &bl {
         s.on_have("publisher", b.cid, t0);
@@ -185,6 +188,9 @@ fn a_peer_whose_haves_come_early_takes_a_held_want_at_once() {
     s.peer_connected("publisher", false);
     s.peer_connected("up", false);
     s.peer_connected("sib", false);
+    // Both delivered to us before (off probation): what is tested is when
+    // a trusted holder's HAVE moves a held want.
+    prove(&mut s, &["publisher", "up", "sib"], t0);
     // Segment 1: the publisher's HAVE came before the manifest.
     let one = blocks(1, 1);
     s.on_have("publisher", one[0].cid, t0);
@@ -220,6 +226,7 @@ fn a_first_copies_have_takes_a_held_want_at_once() {
     for p in ["publisher", "relay"] {
         s.peer_connected(p, false);
     }
+    prove(&mut s, &["publisher", "relay"], t0);
     let one = blocks(1, 1);
     s.add_segment(1, &one, ms(3000), Some("relay"), none, t0);
     assert_eq!(wants(&drain(&mut s)), vec![("relay", one[0].cid)]);
@@ -233,6 +240,7 @@ fn a_first_copies_have_takes_a_held_want_at_once() {
     for p in ["publisher", "relay"] {
         s.peer_connected(p, false);
     }
+    prove(&mut s, &["publisher", "relay"], t0);
     s.add_segment(1, &one, ms(3000), Some("relay"), none, t0);
     drain(&mut s);
     s.on_have("publisher", one[0].cid, ms(20));
@@ -249,6 +257,7 @@ fn shedding_seed_run(delivers_first: bool) -> (SchedulerStats, Vec<(P, BlockCid)
     for p in ["publisher", "seed", "n1"] {
         s.peer_connected(p, false);
     }
+    prove(&mut s, &["n1"], t0);
     let x: Vec<BlockRef> = (1..=6).map(|q| blocks(q, 1)[0]).collect();
     if delivers_first {
         s.add_segment(1, &[x[0]], far, None, none, t0);

@@ -1,0 +1,145 @@
+//! Probation: a HAVE holder that has never delivered a block to us ranks
+//! behind the upstream until a *trial* (one block asked beside a request at
+//! a peer we trust, never cancelled) proves it. The policy and its reasons
+//! are in the module docs of `scheduler.rs` and docs/protocol.md §6.
+
+use std::time::{Duration, Instant};
+
+use shoal_core::BlockCid;
+
+use super::{Action, PeerState, Scheduler};
+
+/// A trial want at a peer on probation (see the module docs).
+#[derive(Debug)]
+pub(super) struct Trial {
+    pub(super) cid: BlockCid,
+    pub(super) size: u32,
+    pub(super) sent: Instant,
+    pub(super) timeout: Instant,
+}
+
+impl PeerState {
+    /// On probation and free for a trial now: nothing in flight, and no
+    /// stall within `retry` (a failed trial, or a request it was asked when
+    /// nobody trusted could be).
+    pub(super) fn trial_ready(&self, now: Instant, retry: Duration) -> bool {
+        !self.proven
+            && !self.origin
+            && self.trial.is_none()
+            && self.inflight == 0
+            && self.stalled_at.is_none_or(|t| now >= t + retry)
+    }
+}
+
+impl<P: Clone + Eq + std::hash::Hash + Ord + std::fmt::Debug> Scheduler<P> {
+    /// Ends `peer`'s trial if it was for `cid`, returning it; its queued
+    /// bytes are freed here, its in-flight slot by the caller (whose path
+    /// may free it already).
+    pub(super) fn take_trial(&mut self, peer: &P, cid: &BlockCid) -> Option<Trial> {
+        let p = self.peers.get_mut(peer)?;
+        if p.trial.as_ref().is_none_or(|t| t.cid != *cid) {
+            return None;
+        }
+        let t = p.trial.take()?;
+        p.queued_bytes = p.queued_bytes.saturating_sub(u64::from(t.size));
+        Some(t)
+    }
+
+    /// Any verified block, needed or not, takes its sender off probation:
+    /// ends its trial if the block was that (the trial is a first rate
+    /// sample), and says whether the peer was on probation until now.
+    pub(super) fn proof_of_delivery(&mut self, peer: &P, cid: &BlockCid, now: Instant) -> (Option<Trial>, bool) {
+        let trial = self.take_trial(peer, cid);
+        let newly_proven = self.peers.get_mut(peer).is_some_and(|p| {
+            let was = p.proven;
+            p.proven = true;
+            if let Some(t) = &trial {
+                let secs = now.saturating_duration_since(t.sent).as_secs_f64().max(0.001);
+                p.rate_bps = 0.7 * p.rate_bps + 0.3 * (f64::from(t.size) / secs);
+            }
+            !was
+        });
+        (trial, newly_proven)
+    }
+
+    /// A trial timed out or was refused: a stall (never excused: the peer
+    /// has delivered nothing), so no new trial for `trial_retry`.
+    pub(super) fn trial_failed(&mut self, peer: &P, now: Instant) {
+        let Some(p) = self.peers.get_mut(peer) else { return };
+        self.stats.trials_failed += 1;
+        p.stall(&mut self.stats, false, self.cfg.busy_grace, now);
+    }
+
+    /// A peer just came off probation: its HAVEs now rank it first, so held
+    /// wants may move to it and waiting blocks may go to it.
+    pub(super) fn after_proof(&mut self, now: Instant) {
+        let cids: Vec<BlockCid> = self.blocks.keys().copied().collect();
+        for cid in cids {
+            self.maybe_switch(cid, now);
+        }
+        self.dispatch(now);
+    }
+
+    /// Gives each holder of `cid` that is on probation a trial for it, if
+    /// the block already has a request at a peer we trust (so the trial
+    /// is never what the segment waits on) and the download cap allows.
+    pub(super) fn offer_trials(&mut self, cid: BlockCid, now: Instant) {
+        let Some(b) = self.blocks.get(&cid) else { return };
+        let trusted = b.requests.iter().any(|r| {
+            self.upstream.get(&b.seq) == Some(&r.peer)
+                || b.redirects.contains(&r.peer)
+                || self.peers.get(&r.peer).is_some_and(|p| p.proven)
+        });
+        if !trusted {
+            return;
+        }
+        let size = b.size;
+        let on_trial: Vec<P> = b
+            .holders
+            .iter()
+            // Not one whose request for this block just ended without it
+            // (a held want moved away from it, a race it lost).
+            .filter(|h| !b.requests.iter().any(|r| r.peer == **h) && !self.ended.contains_key(&(cid, (*h).clone())))
+            .filter(|h| self.peers.get(*h).is_some_and(|p| p.trial_ready(now, self.cfg.trial_retry)))
+            .cloned()
+            .collect();
+        for peer in on_trial {
+            if let Some(budget) = &self.cfg.download {
+                let Ok(mut bucket) = budget.lock() else { return };
+                if !bucket.ready(now) {
+                    return;
+                }
+                bucket.charge(f64::from(size), now);
+            }
+            let Some(p) = self.peers.get_mut(&peer) else { continue };
+            p.inflight += 1;
+            p.queued_bytes += u64::from(size);
+            let transfer = Duration::from_secs_f64(p.queued_bytes as f64 / p.rate_bps.max(1.0));
+            p.trial = Some(Trial { cid, size, sent: now, timeout: now + transfer + self.cfg.base_timeout });
+            self.stats.trials += 1;
+            self.stats.wants_sent += 1;
+            self.actions.push_back(Action::Want { peer, cid, hold: Duration::ZERO });
+        }
+    }
+
+    /// Fails every trial past its timeout: like a timed-out request, the
+    /// peer is not asked for that block again and counts a stall.
+    pub(super) fn expire_trials(&mut self, now: Instant) {
+        let out: Vec<(P, BlockCid)> = self
+            .peers
+            .iter()
+            .filter_map(|(id, p)| p.trial.as_ref().filter(|t| now >= t.timeout).map(|t| (id.clone(), t.cid)))
+            .collect();
+        for (peer, cid) in out {
+            let _ = self.take_trial(&peer, &cid);
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.inflight = p.inflight.saturating_sub(1);
+            }
+            self.trial_failed(&peer, now);
+            if let Some(b) = self.blocks.get_mut(&cid) {
+                b.holders.retain(|h| *h != peer);
+                b.refused.insert(peer, now);
+            }
+        }
+    }
+}
