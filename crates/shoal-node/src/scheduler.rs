@@ -59,11 +59,11 @@
 //!   for every block the moment it sees a manifest and then stall (attack
 //!   6), and ranked first it cost each viewer one hedge delay before its
 //!   first stall demoted it (the hostile suite's exchange group). It is
-//!   taken off probation by a *trial*: one block, asked beside a request at
-//!   a peer we trust (a proven one, the upstream or a redirect target),
-//!   never cancelled, so an honest peer proves itself even when it loses
-//!   the race (one duplicate block), and a staller's trial only times out
-//!   (a stall, and the next trial after `trial_retry`). A holder on
+//!   taken off probation by a *trial*: one block, asked beside a request
+//!   that is stuck (late, or held without a claim for `switch_after`, or
+//!   at once at a peer on probation itself), never cancelled, so an honest peer proves itself even
+//!   when it loses the race (one duplicate block), and a staller's trial
+//!   only times out (a stall, and the next trial after `trial_retry`). A holder on
 //!   probation still takes a block when nobody trusted can (a swarm where
 //!   nobody has delivered yet), and that delivery proves it too.
 
@@ -727,10 +727,13 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
         }
         self.pending.extend(replan);
         let cids: Vec<BlockCid> = self.blocks.keys().copied().collect();
-        for cid in cids {
-            self.maybe_switch(cid, now);
+        for cid in &cids {
+            self.maybe_switch(*cid, now);
         }
         self.dispatch(now);
+        for cid in cids {
+            self.offer_trials(cid, now);
+        }
     }
 
     /// Moves a want that a peer is only *holding* (it does not have the block
