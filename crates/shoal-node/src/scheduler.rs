@@ -202,6 +202,10 @@ struct PeerState {
     /// When it last counted a stall: a peer on probation gets no trial
     /// for `trial_retry` after one.
     stalled_at: Option<Instant>,
+    /// Requests of ours it ended without the block (refusals, timeouts,
+    /// stalls): while it is on probation, one is enough to lose the benefit
+    /// of `switch_after` on a held want.
+    unkept: u32,
     inflight: usize,
     queued_bytes: u64,
     rate_bps: f64,
@@ -313,6 +317,7 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
             proven: false,
             trial: None,
             stalled_at: None,
+            unkept: 0,
             inflight: 0,
             queued_bytes: 0,
             rate_bps,
@@ -661,6 +666,9 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
     pub fn on_dont_have(&mut self, peer: &P, cid: BlockCid, now: Instant) {
         let trial = self.take_trial(peer, &cid).is_some();
         self.end_request(peer, &cid);
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.unkept = p.unkept.saturating_add(1);
+        }
         if trial {
             // It claimed the block (a trial goes only to a holder) and did
             // not give it: a broken claim, wherever the block is by now.
@@ -721,6 +729,7 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
             self.ended(cid, peer.clone(), Ended::TimedOut);
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.stall(&mut self.stats, false, self.cfg.busy_grace, now);
+                p.unkept = p.unkept.saturating_add(1);
                 p.inflight = p.inflight.saturating_sub(1);
                 p.queued_bytes = p.queued_bytes.saturating_sub(u64::from(size));
             }
@@ -755,10 +764,14 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
         let clean = |h: &P| self.rank(h, b, now).is_some_and(|(class, stalls, _)| class == 0 && stalls == 0);
         let ahead = |h: &P| self.peers.get(h).is_some_and(|p| p.early_haves > 0);
         let waited = now.saturating_duration_since(req.sent) >= self.cfg.switch_after;
-        // A held want at a peer on probation is not given `switch_after`:
-        // a staller that forwards manifests holds it without ever claiming
-        // the block (its HAVE may come late, or not at all).
-        let on_probation = self.peers.get(&req.peer).is_some_and(|p| !p.proven);
+        // A held want at a peer on probation that already left a request
+        // of ours unkept is not given `switch_after`: a staller that
+        // forwards manifests holds it without claiming the block (its HAVE
+        // may come late, or not at all). A new upstream that has not failed
+        // us yet keeps the wait: moving at once from every new upstream
+        // lost the race to its copy in flight 6.4 times per viewer in CI's
+        // debug `small` (wire 1.26, duplicates 0.10).
+        let on_probation = self.peers.get(&req.peer).is_some_and(|p| !p.proven && p.unkept > 0);
         if !b.holders.iter().any(|h| clean(h) && (waited || on_probation || ahead(h))) {
             return;
         }

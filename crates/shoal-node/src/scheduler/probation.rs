@@ -67,6 +67,7 @@ impl<P: Clone + Eq + std::hash::Hash + Ord + std::fmt::Debug> Scheduler<P> {
     pub(super) fn trial_failed(&mut self, peer: &P, now: Instant) {
         let Some(p) = self.peers.get_mut(peer) else { return };
         self.stats.trials_failed += 1;
+        p.unkept = p.unkept.saturating_add(1);
         p.stall(&mut self.stats, false, self.cfg.busy_grace, now);
     }
 
@@ -81,10 +82,12 @@ impl<P: Clone + Eq + std::hash::Hash + Ord + std::fmt::Debug> Scheduler<P> {
     }
 
     /// Gives each holder of `cid` that is on probation a trial for it, if
-    /// the block's request is stuck and the download cap allows: late, or
+    /// the block's request is stuck (or the holder's HAVEs came before
+    /// their manifests) and the download cap allows. Stuck is late, or
     /// a held want whose peer has not claimed the block for `switch_after`
-    /// (at once if that peer is on probation too: a staller that forwards
-    /// manifests holds wants without claiming). The trial is then the
+    /// (at once if that peer is on probation too and has left a request of
+    /// ours unkept: a staller that forwards manifests holds wants without
+    /// claiming). The trial is then the
     /// hedge or the switch a peer on probation may not be given. Beside a
     /// request about to deliver it would only buy a duplicate: trials
     /// beside any request at a trusted peer cost `small` 5.4 duplicate
@@ -92,15 +95,13 @@ impl<P: Clone + Eq + std::hash::Hash + Ord + std::fmt::Debug> Scheduler<P> {
     /// 5.5.
     pub(super) fn offer_trials(&mut self, cid: BlockCid, now: Instant) {
         let Some(b) = self.blocks.get(&cid) else { return };
+        let held = b.requests.iter().any(|r| r.late_at.is_none());
         let stuck = b.requests.iter().any(|r| {
             r.is_late(now)
                 || (r.late_at.is_none()
                     && (now.saturating_duration_since(r.sent) >= self.cfg.switch_after
-                        || self.peers.get(&r.peer).is_none_or(|p| !p.proven)))
+                        || self.peers.get(&r.peer).is_none_or(|p| !p.proven && p.unkept > 0)))
         });
-        if !stuck {
-            return;
-        }
         let size = b.size;
         let on_trial: Vec<P> = b
             .holders
@@ -108,7 +109,16 @@ impl<P: Clone + Eq + std::hash::Hash + Ord + std::fmt::Debug> Scheduler<P> {
             // Not one whose request for this block just ended without it
             // (a held want moved away from it, a race it lost).
             .filter(|h| !b.requests.iter().any(|r| r.peer == **h) && !self.ended.contains_key(&(cid, (*h).clone())))
-            .filter(|h| self.peers.get(*h).is_some_and(|p| p.trial_ready(now, self.cfg.trial_retry)))
+            // Beside a stuck request, or beside a held want at once for a
+            // peer whose HAVEs have come before their manifest (ahead of our
+            // upstream: its trial usually wins, and the held want is
+            // cancelled before it costs a copy; the publisher, to its seeds,
+            // on a fresh stream).
+            .filter(|h| {
+                self.peers
+                    .get(*h)
+                    .is_some_and(|p| p.trial_ready(now, self.cfg.trial_retry) && (stuck || (held && p.early_haves > 0)))
+            })
             .cloned()
             .collect();
         for peer in on_trial {

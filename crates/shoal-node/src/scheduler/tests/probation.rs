@@ -20,24 +20,27 @@ fn held_at(actions: &[Action<P>], who: P) -> Vec<Duration> {
 
 /// "liar" announces every block of a 4-block segment before the manifest
 /// lands (attack 6) and never delivered anything to us. The segment goes to
-/// the upstream, held; the liar gets one trial block, unheld, and nothing
-/// else while it is out (at once: the upstream is new too, so its held
-/// want counts as stuck from the start); its timeout is a stall and a failed trial, the
-/// segment completes from the upstream with no hedge, and the next trial
-/// waits `trial_retry`.
+/// the (trusted) upstream, held; once that held want is stuck
+/// (`switch_after` without a claim) the liar gets one trial block,
+/// unheld, and nothing else while it is out; its timeout is a stall and a
+/// failed trial, the segment completes from the upstream with no hedge,
+/// and the next trial waits `trial_retry`.
 #[test]
-fn a_holder_that_never_delivered_gets_one_trial_beside_the_upstream() {
+fn a_holder_that_never_delivered_gets_one_trial_beside_a_stuck_request() {
     let t0 = Instant::now();
     let ms = |n: u64| t0 + Duration::from_millis(n);
     let mut s = Scheduler::new(SchedulerConfig::default());
     for p in ["up", "liar"] {
         s.peer_connected(p, false);
     }
+    prove(&mut s, &["up"], t0);
     let bl = blocks(1, 4);
-    for b in &bl {
-        s.on_have("liar", b.cid, t0);
-    }
     s.add_segment(1, &bl, ms(5000), Some("up"), none, ms(1));
+    // (Its HAVEs come after the manifest here: one that comes before gets
+    // its trial at once, `a_delivered_trial_moves_held_wants_…`.)
+    for b in &bl {
+        s.on_have("liar", b.cid, ms(2));
+    }
     let mut a = drain(&mut s);
     // (Two requests queued at the upstream make the rest wait a tick for
     // other holders, `spread_wait`.)
@@ -46,26 +49,27 @@ fn a_holder_that_never_delivered_gets_one_trial_beside_the_upstream() {
     let up = held_at(&a, "up");
     assert_eq!(up.len(), 4, "every block held at the upstream: {a:?}");
     assert!(up.iter().all(|h| !h.is_zero()));
-    assert_eq!(held_at(&a, "liar"), vec![Duration::ZERO], "one trial, unheld: {a:?}");
+    assert!(held_at(&a, "liar").is_empty(), "no trial beside a young held want: {a:?}");
+    s.tick(ms(300));
+    assert_eq!(held_at(&drain(&mut s), "liar"), vec![Duration::ZERO], "one trial, unheld");
     assert_eq!(s.stats().trials, 1);
     // More HAVEs from it change nothing while its trial is out.
     for b in &bl {
-        s.on_have("liar", b.cid, ms(70));
+        s.on_have("liar", b.cid, ms(310));
     }
-    s.tick(ms(300));
+    s.tick(ms(400));
     assert!(wants(&drain(&mut s)).is_empty(), "no hedge, no second trial");
     // Its trial times out (estimate 100 ms at 1 MB/s + 500 ms).
-    s.tick(ms(700));
+    s.tick(ms(950));
     drain(&mut s);
     let st = s.stats();
     assert_eq!((st.trials_failed, st.stalls, st.hedges), (1, 1, 0), "{st:?}");
     for b in &bl {
-        s.on_block(&"up", b.cid, ms(710));
+        s.on_block(&"up", b.cid, ms(960));
     }
     assert!(drain(&mut s).contains(&Action::SegmentComplete { seq: 1 }));
-    // The upstream is proven now. Next segment, within trial_retry: held at
-    // the upstream, and once that held want is stuck (`switch_after`
-    // without a claim), still no trial.
+    // Next segment, within trial_retry: held at the upstream, and once that
+    // held want is stuck, still no trial.
     let two = blocks(2, 2);
     for b in &two {
         s.on_have("liar", b.cid, ms(1000));
@@ -84,15 +88,16 @@ fn a_holder_that_never_delivered_gets_one_trial_beside_the_upstream() {
     let three = blocks(3, 1);
     s.add_segment(3, &three, ms(9000), Some("up"), none, ms(4800));
     s.on_have("liar", three[0].cid, ms(4801));
-    assert!(held_at(&drain(&mut s), "liar").is_empty(), "the trusted upstream's held want is young");
+    assert!(held_at(&drain(&mut s), "liar").is_empty(), "the held want is young");
     s.tick(ms(5100));
     assert_eq!(held_at(&drain(&mut s), "liar"), vec![Duration::ZERO]);
     assert_eq!(s.stats().trials, 2);
 }
 
-/// An honest newcomer: its trial copy comes after the upstream's (a
-/// duplicate put down to the trial, not cancelled and not a stall), and
-/// from then on its HAVE ranks it ahead of the upstream.
+/// An honest newcomer: its trial (beside the upstream's held want, once
+/// that is stuck) comes after the upstream's copy (a duplicate put down to
+/// the trial, not cancelled and not a stall), and from then on its HAVE
+/// ranks it ahead of the upstream.
 #[test]
 fn a_trial_that_delivers_takes_the_peer_off_probation() {
     let t0 = Instant::now();
@@ -105,11 +110,13 @@ fn a_trial_that_delivers_takes_the_peer_off_probation() {
     s.add_segment(1, &one, ms(5000), Some("up"), none, t0);
     assert_eq!(wants(&drain(&mut s)), vec![("up", one[0].cid)]);
     s.on_have("new", one[0].cid, ms(10));
-    assert_eq!(wants(&drain(&mut s)), vec![("new", one[0].cid)], "a trial beside the held want");
-    s.on_block(&"up", one[0].cid, ms(40));
+    assert!(wants(&drain(&mut s)).is_empty(), "the held want is young");
+    s.tick(ms(260));
+    assert_eq!(wants(&drain(&mut s)), vec![("new", one[0].cid)], "a trial beside the stuck held want");
+    s.on_block(&"up", one[0].cid, ms(270));
     let a = drain(&mut s);
     assert!(!a.contains(&Action::Cancel { peer: "new", cid: one[0].cid }), "a trial is never cancelled: {a:?}");
-    s.on_block(&"new", one[0].cid, ms(60));
+    s.on_block(&"new", one[0].cid, ms(290));
     s.on_duplicate_bytes(100_000);
     let st = s.stats();
     assert_eq!((st.duplicate_blocks, st.duplicates_trial, st.stalls), (1, 1, 0), "{st:?}");
@@ -193,8 +200,9 @@ fn a_delivered_trial_moves_held_wants_to_a_peer_whose_haves_came_early() {
 
 /// A staller that forwards manifests is some viewers' upstream, and its
 /// HAVE often lands before the manifest it forwards. The want held at it
-/// moves to the first holder we trust at once, with no tick and no
-/// `switch_after` wait (it claims the block and never delivered to us).
+/// is late from the start (it claims the block and never delivered to us),
+/// so the HAVE of a holder we trust hedges it at once, with no tick and no
+/// `switch_after` wait.
 #[test]
 fn a_held_want_at_an_upstream_on_probation_that_claims_the_block_is_hedged_by_the_next_trusted_have() {
     let t0 = Instant::now();
@@ -211,9 +219,8 @@ fn a_held_want_at_an_upstream_on_probation_that_claims_the_block_is_hedged_by_th
     assert_eq!(held_at(&a, "liar").len(), 1, "held at the upstream: {a:?}");
     assert!(!held_at(&a, "liar")[0].is_zero());
     s.on_have("good", x[0].cid, ms(40));
-    let a = drain(&mut s);
-    assert_eq!(wants(&a), vec![("good", x[0].cid)]);
-    assert!(a.contains(&Action::Cancel { peer: "liar", cid: x[0].cid }), "moved, not hedged: {a:?}");
+    assert_eq!(wants(&drain(&mut s)), vec![("good", x[0].cid)]);
+    assert_eq!(s.stats().early_hedges, 1);
     // A proven upstream that claims the block gets its patience: the same
     // HAVE order hedges nothing.
     let mut s = Scheduler::new(SchedulerConfig::default());
@@ -228,21 +235,33 @@ fn a_held_want_at_an_upstream_on_probation_that_claims_the_block_is_hedged_by_th
     assert!(wants(&drain(&mut s)).is_empty(), "a trusted upstream is not hedged");
 }
 
-/// The same staller as upstream, but its HAVE never comes: the want held
-/// at it moves to the first trusted holder at once, not after
-/// `switch_after`; a held want at a trusted upstream keeps its wait.
+/// The same staller as upstream, but its HAVE never comes: once it has
+/// left a request of ours unkept (here it refused one), the want held at
+/// it moves to the first trusted holder at once, not after
+/// `switch_after`. A new upstream that has not failed us yet, and a
+/// trusted one, keep the wait (moving at once from every new upstream
+/// lost races to copies in flight).
 #[test]
-fn a_held_want_at_an_upstream_on_probation_moves_to_a_trusted_holder_at_once() {
+fn a_held_want_at_an_upstream_on_probation_that_failed_us_moves_to_a_trusted_holder_at_once() {
     let t0 = Instant::now();
     let ms = |n: u64| t0 + Duration::from_millis(n);
-    for (up, moves) in [("liar", true), ("up", false)] {
+    for (up, refused_before, proven, moves) in
+        [("liar", true, false, true), ("new", false, false, false), ("up", false, true, false)]
+    {
         let mut s = Scheduler::new(SchedulerConfig::default());
         for p in [up, "good"] {
             s.peer_connected(p, false);
         }
         prove(&mut s, &["good"], t0);
-        if !moves {
+        if proven {
             prove(&mut s, &[up], t0);
+        }
+        if refused_before {
+            let zero = blocks(0, 1);
+            s.add_segment(0, &zero, ms(3000), Some(up), none, t0);
+            drain(&mut s);
+            s.on_dont_have(&up, zero[0].cid, ms(1));
+            drain(&mut s);
         }
         let x = blocks(1, 1);
         s.add_segment(1, &x, ms(5000), Some(up), none, ms(2));
@@ -253,7 +272,7 @@ fn a_held_want_at_an_upstream_on_probation_moves_to_a_trusted_holder_at_once() {
             assert!(a.contains(&Action::Cancel { peer: up, cid: x[0].cid }), "{a:?}");
             assert_eq!(wants(&a), vec![("good", x[0].cid)]);
         } else {
-            assert!(wants(&a).is_empty(), "a trusted upstream keeps switch_after: {a:?}");
+            assert!(wants(&a).is_empty(), "{up} keeps switch_after: {a:?}");
         }
     }
 }
