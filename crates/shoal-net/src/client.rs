@@ -58,6 +58,9 @@ pub struct NetStatus {
     pub channels: Vec<ChannelId>,
     /// Wants held now.
     pub held_wants: usize,
+    /// Peers banned now (strikes reached `max_strikes`; the ban lasts
+    /// `ban_secs`), at most `MAX_BANNED_PEERS`.
+    pub banned: Vec<PeerId>,
 }
 
 /// A cloneable handle to the network task. Cheap to clone; every clone

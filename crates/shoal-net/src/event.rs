@@ -37,6 +37,11 @@ pub enum Misbehaviour {
     /// Held want-blocks for blocks this node neither holds nor expects
     /// (made-up CIDs), over 16 a second: one strike per 64 over.
     JunkWants,
+    /// A request of ours with want-blocks left unanswered past its hold +
+    /// 5 s (our timeout, or a stream it reset), with no want of ours
+    /// answered since it was sent: it holds our streams open (attack 6).
+    /// One strike per such request.
+    Stall,
 }
 
 /// Events from the network, delivered over a bounded channel. The loop never

@@ -29,7 +29,7 @@ use libp2p::{
         dial_opts::{DialOpts, PeerCondition},
     },
 };
-use shoal_core::{ChannelId, VerifiedManifest, VerifyPolicy, directory::DIRECTORY_TOPIC, exchange::ExchangeResponse};
+use shoal_core::{ChannelId, VerifiedManifest, VerifyPolicy, directory::DIRECTORY_TOPIC};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
@@ -165,8 +165,11 @@ pub(crate) struct EventLoop {
     /// leaves when its dial ends or after `REDIAL_PENDING_FOR`, so there is
     /// at most one per known provider being redialed.
     redials: HashMap<PeerId, (ConnectionId, Instant)>,
-    /// Our open exchange requests; `None` for announcements nobody waits on.
-    pending_exchange: HashMap<OutboundRequestId, (PeerId, Option<Reply<ExchangeResponse>>)>,
+    /// Our open exchange requests.
+    pending_exchange: HashMap<OutboundRequestId, serve::PendingExchange>,
+    /// When each connected peer last answered a request of ours that
+    /// carried want-blocks (`serve.rs`, stalls).
+    wants_answered: HashMap<PeerId, Instant>,
     pending_head: HashMap<OutboundRequestId, (PeerId, ChannelId, Reply<Vec<VerifiedManifest>>)>,
     /// Our open requests per peer (exchange and head), for the outbound cap.
     outbound: HashMap<PeerId, usize>,
@@ -270,6 +273,7 @@ impl EventLoop {
             addr_book: addrs::AddrBook::default(),
             redials: HashMap::new(),
             pending_exchange: HashMap::new(),
+            wants_answered: HashMap::new(),
             pending_head: HashMap::new(),
             outbound: HashMap::new(),
             strikes: HashMap::new(),
@@ -394,6 +398,7 @@ impl EventLoop {
                     routing_table,
                     channels: self.channels.values().copied().collect(),
                     held_wants: self.held.len(),
+                    banned: self.banned.iter().filter(|(_, until)| **until > Instant::now()).map(|(p, _)| *p).collect(),
                 });
             }
             Command::MeshPeers(channel, reply) => {
@@ -460,6 +465,7 @@ impl EventLoop {
                 self.head_rate.remove(&peer_id);
                 self.refusals.remove(&peer_id);
                 self.junk.remove(&peer_id);
+                self.wants_answered.remove(&peer_id);
                 self.emit(NetEvent::PeerDisconnected { peer: peer_id });
             }
             SwarmEvent::IncomingConnectionError {
@@ -774,8 +780,8 @@ impl EventLoop {
 impl Drop for EventLoop {
     fn drop(&mut self) {
         // Answer every waiting caller so no client call hangs on shutdown.
-        for (_, (_, reply)) in self.pending_exchange.drain() {
-            if let Some(reply) = reply {
+        for (_, pending) in self.pending_exchange.drain() {
+            if let Some(reply) = pending.reply {
                 let _ = reply.send(Err(NetError::Stopped));
             }
         }

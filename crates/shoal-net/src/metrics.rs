@@ -70,6 +70,7 @@ pub struct NetMetrics {
     pub(crate) held_wants_refused: Counter,
     pub(crate) held_wants_cancelled: Counter,
     pub(crate) held_wants_cycles: Counter,
+    pub(crate) wants_unanswered: Counter,
     pub(crate) rate_limited: Counter,
     pub(crate) ping_closed: Counter,
     pub(crate) ping_timeouts: Counter,
@@ -115,6 +116,7 @@ impl NetMetrics {
             held_wants_refused: Counter::default(),
             held_wants_cancelled: Counter::default(),
             held_wants_cycles: Counter::default(),
+            wants_unanswered: Counter::default(),
             rate_limited: Counter::default(),
             ping_closed: Counter::default(),
             ping_timeouts: Counter::default(),
@@ -159,6 +161,11 @@ impl NetMetrics {
             "held_wants_cycles",
             "Held wants answered DONT_HAVE because we asked their peer for the same block (a wait cycle)",
             m.held_wants_cycles.clone(),
+        );
+        r.register(
+            "wants_unanswered",
+            "Our want-block requests a peer left unanswered past the hold + 5 s (each a stall strike)",
+            m.wants_unanswered.clone(),
         );
         r.register("rate_limited", "Inbound requests or blocks refused by a rate cap", m.rate_limited.clone());
         r.register("ping_closed", "Connections closed because a liveness ping went unanswered", m.ping_closed.clone());
@@ -340,6 +347,7 @@ impl NetMetrics {
             held_wants_refused: self.held_wants_refused.get(),
             held_wants_cancelled: self.held_wants_cancelled.get(),
             held_wants_cycles: self.held_wants_cycles.get(),
+            wants_unanswered: self.wants_unanswered.get(),
             rate_limited: self.rate_limited.get(),
             connections_refused: self.connections_refused.get(),
             streams_refused: self.streams_refused.get(),
@@ -478,6 +486,9 @@ pub struct MetricsSnapshot {
     /// Held wants answered DONT_HAVE at once because we sent their peer a
     /// want for the same block: it was waiting on us while we wait on it.
     pub held_wants_cycles: u64,
+    /// Our want-block requests left unanswered past their hold + 5 s by a
+    /// peer that answered no other want meanwhile (each a `Stall` strike).
+    pub wants_unanswered: u64,
     /// Events dropped because the consumer was slow.
     pub events_dropped: u64,
     /// Inbound requests (or blocks in them) refused by a rate cap.

@@ -2,7 +2,10 @@
 //! [`crate::BlockSource`] (holding wants for expected blocks), and our own
 //! requests with their per-peer cap.
 
-use std::{io, time::Instant};
+use std::{
+    io,
+    time::{Duration, Instant},
+};
 
 use libp2p::{
     PeerId,
@@ -32,6 +35,33 @@ type HeadEvent = request_response::Event<Inbound<HeadRequest>, HeadResponse>;
 
 fn is_invalid_data(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::InvalidData
+}
+
+/// How long past its longest hold a request with want-blocks may go
+/// unanswered before the silence is a stall. An honest peer answers a
+/// want-block at once or when the hold ends (the block, a DONT_HAVE, or an
+/// empty answer once we cancel), and its upload line sheds a response that
+/// waits 0.5 s; 5 s more is a 2 MiB response (8 blocks) at 4 Mbit/s.
+pub(super) const UNANSWERED_GRACE: Duration = Duration::from_secs(5);
+
+/// One of our open exchange requests.
+pub(super) struct PendingExchange {
+    /// `None` for announcements nobody waits on.
+    pub(super) reply: Option<Reply<ExchangeResponse>>,
+    /// For a request with want-blocks: when it was sent, and when an honest
+    /// peer has answered it by (its longest hold + [`UNANSWERED_GRACE`]).
+    pub(super) wants: Option<(Instant, Instant)>,
+}
+
+/// A failure that is the peer's silence, not the connection's end or ours:
+/// our request timed out, or the peer reset the stream (a staller that
+/// drops its streams just before our timeout).
+fn is_silence(e: &OutboundFailure) -> bool {
+    match e {
+        OutboundFailure::Timeout => true,
+        OutboundFailure::Io(e) => !is_invalid_data(e),
+        _ => false,
+    }
 }
 
 fn outbound_reason(e: &OutboundFailure) -> String {
@@ -81,6 +111,24 @@ impl EventLoop {
         }
     }
 
+    /// A request with want-blocks ended in the peer's silence past its hold
+    /// and [`UNANSWERED_GRACE`], and the peer has answered no want of ours
+    /// since it was sent: a stall (attack 6: HAVE, then hold our streams
+    /// open), one strike. A peer that is slow but answering other wants is
+    /// not struck, nor one whose connection closed (liveness closes a dead
+    /// link in 5 s, with `ConnectionClosed`).
+    fn unanswered_wants(&mut self, peer: PeerId, pending: &PendingExchange, error: &OutboundFailure) {
+        let Some((sent, answer_by)) = pending.wants else { return };
+        if !is_silence(error) || Instant::now() < answer_by {
+            return;
+        }
+        if self.wants_answered.get(&peer).is_some_and(|at| *at >= sent) {
+            return;
+        }
+        self.metrics.wants_unanswered.inc();
+        self.strike(peer, Misbehaviour::Stall, 1);
+    }
+
     pub(super) fn send_exchange(&mut self, peer: PeerId, request: ExchangeRequest, reply: Reply<ExchangeResponse>) {
         if let Err(e) = self.outbound_slot(peer) {
             let _ = reply.send(Err(e));
@@ -101,8 +149,16 @@ impl EventLoop {
                 self.respond(p, ch, resp);
             }
         }
+        let longest_hold = request
+            .wants
+            .iter()
+            .filter(|w| w.kind == WantKind::Block)
+            .map(|w| Duration::from_millis(u64::from(w.hold_ms.min(shoal_core::limits::MAX_HOLD_MS))))
+            .max();
+        let now = Instant::now();
+        let wants = longest_hold.map(|hold| (now, now + hold + UNANSWERED_GRACE));
         let id = self.swarm.behaviour_mut().exchange.inner_mut().send_request(&peer, Inbound::Valid(request));
-        self.pending_exchange.insert(id, (peer, Some(reply)));
+        self.pending_exchange.insert(id, PendingExchange { reply: Some(reply), wants });
     }
 
     /// Tells the channel's mesh peers that we hold `cids` (HAVE), except
@@ -130,7 +186,7 @@ impl EventLoop {
         self.metrics.haves_announced.inc_by(haves.len() as u64);
         let request = ExchangeRequest { haves, first_copies, ..Default::default() };
         let id = self.swarm.behaviour_mut().exchange.inner_mut().send_request(&peer, Inbound::Valid(request));
-        self.pending_exchange.insert(id, (peer, None));
+        self.pending_exchange.insert(id, PendingExchange { reply: None, wants: None });
     }
 
     pub(super) fn send_head(
@@ -436,8 +492,13 @@ impl EventLoop {
                     // to every viewer that asked it (6 s to ban).
                     self.strike(peer, Misbehaviour::BadBlock, self.config.max_strikes);
                 }
-                if let Some((_, Some(reply))) = self.pending_exchange.remove(&request_id) {
-                    let _ = reply.send(Ok(response));
+                if let Some(pending) = self.pending_exchange.remove(&request_id) {
+                    if pending.wants.is_some() {
+                        self.wants_answered.insert(peer, Instant::now());
+                    }
+                    if let Some(reply) = pending.reply {
+                        let _ = reply.send(Ok(response));
+                    }
                 }
             }
             request_response::Event::OutboundFailure { peer, request_id, error, .. } => {
@@ -446,9 +507,12 @@ impl EventLoop {
                     self.metrics.malformed_frames.inc();
                     self.strike(peer, Misbehaviour::MalformedFrame, 1);
                 }
-                if let Some((_, Some(reply))) = self.pending_exchange.remove(&request_id) {
-                    let reason = outbound_reason(&error);
-                    let _ = reply.send(Err(NetError::Request { peer, protocol: "exchange", reason }));
+                if let Some(pending) = self.pending_exchange.remove(&request_id) {
+                    self.unanswered_wants(peer, &pending, &error);
+                    if let Some(reply) = pending.reply {
+                        let reason = outbound_reason(&error);
+                        let _ = reply.send(Err(NetError::Request { peer, protocol: "exchange", reason }));
+                    }
                 }
             }
             request_response::Event::InboundFailure { peer, error: InboundFailure::Io(e), .. }

@@ -300,6 +300,12 @@ impl request_response::Codec for EvilCodec {
 
 /// A peer that answers every exchange request with `next(i)` for the i-th request.
 async fn spawn_evil(next: impl Fn(usize) -> Vec<u8> + Send + 'static) -> (PeerId, Multiaddr) {
+    spawn_evil_or_silent(move |i| Some(next(i))).await
+}
+
+/// Like [`spawn_evil`], but a `None` leaves the i-th request unanswered,
+/// its stream open for a minute (longer than any request timeout of ours).
+async fn spawn_evil_or_silent(next: impl Fn(usize) -> Option<Vec<u8>> + Send + 'static) -> (PeerId, Multiaddr) {
     let mut swarm = SwarmBuilder::with_existing_identity(Keypair::generate_ed25519())
         .with_tokio()
         .with_other_transport(shoal_net::memory_transport)
@@ -307,7 +313,7 @@ async fn spawn_evil(next: impl Fn(usize) -> Vec<u8> + Send + 'static) -> (PeerId
         .with_behaviour(|_| {
             request_response::Behaviour::<EvilCodec>::new(
                 [(EXCHANGE_PROTOCOL, request_response::ProtocolSupport::Full)],
-                request_response::Config::default(),
+                request_response::Config::default().with_request_timeout(Duration::from_secs(60)),
             )
         })
         .unwrap()
@@ -321,13 +327,17 @@ async fn spawn_evil(next: impl Fn(usize) -> Vec<u8> + Send + 'static) -> (PeerId
     let peer = *swarm.local_peer_id();
     tokio::spawn(async move {
         let mut i = 0;
+        let mut silent = Vec::new();
         while let Some(ev) = swarm.next().await {
             if let SwarmEvent::Behaviour(request_response::Event::Message {
                 message: request_response::Message::Request { channel, .. },
                 ..
             }) = ev
             {
-                let _ = swarm.behaviour_mut().send_response(channel, next(i));
+                match next(i) {
+                    Some(bytes) => drop(swarm.behaviour_mut().send_response(channel, bytes)),
+                    None => silent.push(channel),
+                }
                 i += 1;
             }
         }
@@ -563,4 +573,95 @@ async fn held_wants_that_fire_together_go_through_the_upload_line_in_full() {
     assert!(m.upload_waits >= 8, "two of every three responses per block wait for the line: {}", m.upload_waits);
     assert_eq!(m.upload_slot_timeouts, 0, "every write's end freed the line");
     net.shutdown().await;
+}
+
+/// One node whose requests time out after `timeout_ms` (holds capped at
+/// 1 s) and ban at `strikes`, facing a peer that speaks no ping (liveness
+/// is kept from closing it).
+async fn silence_judge(seed: u64, timeout_ms: u64, strikes: u32) -> TestNet {
+    TestNet::spawn_with(1, TransportKind::Memory, seed, move |_, c| {
+        c.max_strikes = strikes;
+        c.max_hold_ms = 1000;
+        c.request_timeout_ms = timeout_ms;
+        c.ping_interval_ms = 30_000;
+        c.ping_timeout_ms = 30_000;
+    })
+    .await
+}
+
+/// Attack 6 at the wire: a peer that takes our want-blocks and never
+/// answers is struck once per request left silent past its hold + 5 s, and
+/// banned at `max_strikes`. (Request timeout 6 s here, so the silence is
+/// judged at 6 s instead of the default 20.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_answers_our_wants_is_struck_and_banned() {
+    let net = silence_judge(10, 6000, 3).await;
+    let victim = &net.nodes[0];
+    let (staller, addr) = spawn_evil_or_silent(|_| None).await;
+    victim.client.dial(addr).await.unwrap();
+    let cids: Vec<BlockCid> = (0..3).map(|i| block(&format!("s{i}")).cid()).collect();
+    let asks = cids.iter().map(|cid| victim.client.want_blocks(staller, std::slice::from_ref(cid), 0));
+    let t = Instant::now();
+    for r in futures::future::join_all(asks).await {
+        assert!(matches!(&r, Err(NetError::Request { reason, .. }) if reason.contains("timed out")), "{r:?}");
+    }
+    assert!(t.elapsed() >= Duration::from_secs(5), "failed before the grace: {:?}", t.elapsed());
+    let log = victim.log.clone();
+    wait_for("three silences ban the staller", Duration::from_secs(5), || {
+        let log = log.clone();
+        async move { log.lock().unwrap().penalties.iter().any(|p| p.0 == staller && p.3) }
+    })
+    .await;
+    let reasons: Vec<_> = victim.log.lock().unwrap().penalties.iter().map(|p| (p.0, p.1, p.2, p.3)).collect();
+    assert_eq!(
+        reasons,
+        vec![
+            (staller, Misbehaviour::Stall, 1, false),
+            (staller, Misbehaviour::Stall, 2, false),
+            (staller, Misbehaviour::Stall, 3, true)
+        ]
+    );
+    let m = victim.client.metrics();
+    assert_eq!((m.wants_unanswered, m.peers_banned), (3, 1));
+    assert!(victim.client.status().await.unwrap().banned.contains(&staller));
+    net.shutdown().await;
+}
+
+/// The other side of the rule: a peer that leaves one want open but answers
+/// a later one is slow, not a staller (a link busy with other responses
+/// looks the same), and a want that times out before hold + 5 s is not
+/// judged at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_answers_other_wants_or_is_judged_too_early_is_not_struck() {
+    let net = silence_judge(11, 6000, 1).await;
+    let victim = &net.nodes[0];
+    // Request 0 is left open; every later one gets an empty answer.
+    let (slow, addr) = spawn_evil_or_silent(|i| (i > 0).then(|| pb::ExchangeResponse::default().encode_to_vec())).await;
+    victim.client.dial(addr).await.unwrap();
+    let (a, b) = (block("slow-a").cid(), block("slow-b").cid());
+    let first = victim.client.want_blocks(slow, std::slice::from_ref(&a), 0);
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        victim.client.want_blocks(slow, &[b], 0).await
+    };
+    let (r0, r1) = tokio::join!(first, second);
+    assert!(
+        matches!(&r0, Err(NetError::Request { reason, .. }) if reason.contains("timed out")),
+        "request 0 was never answered: {r0:?}"
+    );
+    assert!(r1.is_ok(), "request 1 was answered: {r1:?}");
+    // A 2 s timeout, under the grace: silence too short to judge.
+    let net2 = silence_judge(12, 2000, 1).await;
+    let (mute, addr2) = spawn_evil_or_silent(|_| None).await;
+    net2.nodes[0].client.dial(addr2).await.unwrap();
+    let r = net2.nodes[0].client.want_blocks(mute, &[a], 0).await;
+    assert!(matches!(&r, Err(NetError::Request { reason, .. }) if reason.contains("timed out")), "{r:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (n, peer) in [(&net.nodes[0], slow), (&net2.nodes[0], mute)] {
+        let m = n.client.metrics();
+        assert_eq!((m.wants_unanswered, m.peers_banned), (0, 0), "{peer}");
+        assert!(n.log.lock().unwrap().penalties.is_empty());
+    }
+    net.shutdown().await;
+    net2.shutdown().await;
 }
