@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context, Result, ensure};
 use bytes::Bytes;
-use libp2p::{Multiaddr, multiaddr::Protocol};
+use libp2p::{Multiaddr, PeerId, multiaddr::Protocol};
 use shoal_core::{BlockCid, ChannelKey, VerifiedBlock};
 use shoal_net::{ManifestValidation, NetConfig, TransportKind};
 use shoal_node::{Node, NodeConfig, PublishSegment, SegmentEvent};
@@ -322,6 +322,21 @@ impl Fixture {
             .chain(std::iter::once(&self.publisher))
             .map(|v| v.handle().net().metrics().peers_banned)
             .sum()
+    }
+
+    /// Honest nodes banned by honest nodes (each pair once): a defence that
+    /// strikes on a judgement, not on proof (a trial left unanswered), must
+    /// not turn on the honest swarm it protects.
+    pub async fn honest_bans_of_honest(&self) -> Result<Vec<(PeerId, PeerId)>> {
+        let nodes: Vec<_> = self.viewers.iter().flatten().chain(std::iter::once(&self.publisher)).collect();
+        let honest: HashSet<PeerId> = nodes.iter().map(|n| n.handle().net().peer_id()).collect();
+        let mut out = Vec::new();
+        for n in nodes {
+            let status = n.handle().net().status().await?;
+            let me = n.handle().net().peer_id();
+            out.extend(status.banned.into_iter().filter(|p| honest.contains(p)).map(|p| (me, p)));
+        }
+        Ok(out)
     }
 
     /// Channels flagged for equivocation, over the live viewers.
