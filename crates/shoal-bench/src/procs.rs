@@ -415,6 +415,7 @@ impl BenchNode for ProcNode {
                 ("ping_errors", m("shoal_net_ping_errors_total")),
                 ("ping_slow", m("shoal_net_ping_slow_total")),
                 ("banned", m("shoal_net_peers_banned_total")),
+                ("wants_unanswered", m("shoal_net_wants_unanswered_total")),
                 ("junk_wants", m("shoal_net_junk_wants_total")),
                 ("haves_sent", m("shoal_net_haves_announced_total")),
                 ("haves_skipped", m("shoal_net_haves_suppressed_total")),

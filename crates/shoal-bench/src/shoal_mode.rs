@@ -270,6 +270,7 @@ impl BenchNode for ShoalNode {
                 ("ping_errors", net.ping_errors),
                 ("ping_slow", net.ping_slow),
                 ("banned", net.peers_banned),
+                ("wants_unanswered", net.wants_unanswered),
                 ("junk_wants", net.junk_wants),
                 ("haves_sent", net.haves_announced),
                 ("haves_skipped", net.haves_suppressed),
