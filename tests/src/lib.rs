@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 
 pub mod cpu;
 pub mod hostile;
+pub mod stats;
 
 /// The `shoal` binary built for this test run (`target/<profile>/shoal`).
 /// `.ci/test` builds it before the suites run.

@@ -24,7 +24,7 @@ use std::{collections::HashSet, time::Instant};
 use anyhow::{Result, ensure};
 use shoal_core::ChannelKey;
 use shoal_tests::{
-    hostile::{Attack, Fixture, Hostile},
+    hostile::{Attack, Fixture, Hostile, Outcome},
     percentile,
 };
 
@@ -36,6 +36,13 @@ const WARMUP: u64 = 3;
 /// Baseline segments, after the warm-up and before the attack.
 const BEFORE: u64 = 5;
 const DURING: u64 = 10;
+/// Soak runs on your machine: segments streamed during the attack
+/// instead of `DURING` (more samples per run), and a folder each group
+/// writes its latencies to, for `hostile-report` to pool over runs and
+/// read against the control group (docs/security.md, "Reading the p99
+/// ratio").
+const DURING_ENV: &str = "SHOAL_HOSTILE_DURING";
+const RECORD_ENV: &str = "SHOAL_HOSTILE_RECORD";
 const MIN_CONTINUITY: f64 = 0.999;
 /// Longest a hostile peer that must be banned may stay connected to an
 /// honest node, from the start of the attack.
@@ -63,7 +70,37 @@ fn must_be_banned(a: Attack) -> bool {
 /// Runs `attacks` (one hostile peer each) against a fresh swarm and checks
 /// the shared invariants. Returns the per-attack rows, for the caller's
 /// attack-specific checks.
+/// Segments during the attack: `DURING` unless `SHOAL_HOSTILE_DURING` says.
+fn during() -> Result<u64> {
+    match std::env::var(DURING_ENV) {
+        Err(_) => Ok(DURING),
+        Ok(v) => match v.parse::<u64>() {
+            Ok(n) if (1..=600).contains(&n) => Ok(n),
+            _ => anyhow::bail!("{DURING_ENV}={v:?}: expected a number of segments from 1 to 600"),
+        },
+    }
+}
+
+/// Prints the p99 ratio's interval and, with `SHOAL_HOSTILE_RECORD` set,
+/// writes the run's latencies for `hostile-report`.
+fn report_latency(out: &Outcome, group: &str) -> Result<()> {
+    match out.p99_ratio_interval() {
+        Some(r) => println!(
+            "  p99 during ÷ before {r}, resampling the {} + {} segments (hostile-report reads the run against the control group)",
+            out.before_segments.len(),
+            out.after_segments.len()
+        ),
+        None => println!("  p99 ratio: no latency samples"),
+    }
+    if let Some(dir) = std::env::var_os(RECORD_ENV) {
+        let path = out.record(std::path::Path::new(&dir), group, WARMUP)?;
+        println!("  latencies written to {}", path.display());
+    }
+    Ok(())
+}
+
 async fn run(label: &str, attacks: &[(Attack, &str)], key_seed: u8) -> Result<(Vec<Row>, Vec<Hostile>, Fixture)> {
+    let during = during()?;
     // Before any node starts, so every honest thread inherits the split.
     let isolated = shoal_tests::cpu::isolate_attackers();
     let mut fx = Fixture::start(VIEWERS, key_seed).await?;
@@ -81,7 +118,7 @@ async fn run(label: &str, attacks: &[(Attack, &str)], key_seed: u8) -> Result<(V
     for h in &hostiles {
         h.start().await?;
     }
-    fx.publish(DURING).await?;
+    fx.publish(during).await?;
     fx.settle().await;
     // Bans come from strikes, and strikes from what the attackers manage to
     // send: on a slow or crowded machine (two cores, a debug build, the
@@ -167,13 +204,14 @@ async fn run(label: &str, attacks: &[(Attack, &str)], key_seed: u8) -> Result<(V
         );
     }
     // The slowest viewer per segment, warm-up included: where a tail is.
-    let worst: Vec<String> = (0..WARMUP + BEFORE + DURING)
+    let worst: Vec<String> = (0..WARMUP + BEFORE + during)
         .map(|seq| format!("{:.0}", fx.seq_latencies(seq).into_iter().fold(0.0, f64::max)))
         .collect();
     println!(
-        "  slowest viewer per segment (ms; {WARMUP} warm-up, {BEFORE} before, {DURING} during): {}",
+        "  slowest viewer per segment (ms; {WARMUP} warm-up, {BEFORE} before, {during} during): {}",
         worst.join(" ")
     );
+    report_latency(&out, group_name(label).as_str())?;
     let st = fx.honest_scheduler();
     println!(
         "  honest schedulers: {} wants, {} hedges ({} early), {} timeouts, {} switches, {} stalls, trials {} ({} failed, {} duplicate copies), {} duplicates",
@@ -227,6 +265,16 @@ async fn run(label: &str, attacks: &[(Attack, &str)], key_seed: u8) -> Result<(V
         }
     }
     Ok((rows, hostiles, fx))
+}
+
+/// A label as a file-name stem: "control (no attacker)" → "control-no-attacker".
+fn group_name(label: &str) -> String {
+    let words: Vec<String> = label
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    words.join("-")
 }
 
 async fn finish(hostiles: Vec<Hostile>, fx: Fixture) {
@@ -334,7 +382,7 @@ async fn chaos_kill_thirty_percent() -> Result<()> {
     let t = Instant::now();
     fx.kill(&killed).await;
     let kill_ms = t.elapsed().as_millis();
-    fx.publish(DURING).await?;
+    fx.publish(during()?).await?;
     fx.settle().await;
     let out = fx.outcome(WARMUP, WARMUP + BEFORE);
     let checked = fx.check_stores(&HashSet::new())?;
@@ -356,6 +404,7 @@ async fn chaos_kill_thirty_percent() -> Result<()> {
         (worst_first - p50_before).max(0.0),
         checked
     );
+    report_latency(&out, "chaos")?;
     ensure!(out.continuity() >= MIN_CONTINUITY, "chaos: continuity {:.4}", out.continuity());
     let friendly_fire = fx.honest_bans_of_honest().await?;
     ensure!(friendly_fire.is_empty(), "chaos: survivors banned honest nodes: {friendly_fire:?}");

@@ -55,6 +55,11 @@ pub struct Outcome {
     pub before_ms: Vec<f64>,
     /// The same for segments from `split` on.
     pub after_ms: Vec<f64>,
+    /// `before_ms` by segment, in seq order: one cluster per segment for
+    /// the bootstrap (`crate::stats`).
+    pub before_segments: Vec<Vec<f64>>,
+    /// `after_ms` by segment, in seq order.
+    pub after_segments: Vec<Vec<f64>>,
 }
 
 impl Outcome {
@@ -66,6 +71,34 @@ impl Outcome {
     /// p99 after ÷ p99 before.
     pub fn p99_ratio(&self) -> f64 {
         crate::percentile(&self.after_ms, 99.0) / crate::percentile(&self.before_ms, 99.0)
+    }
+
+    /// The same ratio with its 90 % interval over resampled segments: how
+    /// much of it one run can resolve.
+    pub fn p99_ratio_interval(&self) -> Option<crate::stats::RatioInterval> {
+        crate::stats::p99_ratio_interval(&self.after_segments, &self.before_segments, 0x5eed)
+    }
+
+    /// Writes the latencies as `phase<TAB>seq<TAB>ms` lines to a new file
+    /// `<dir>/<group>-<unix ms>.tsv`, for `hostile-report` to pool over
+    /// runs. Returns the file's path.
+    pub fn record(&self, dir: &std::path::Path, group: &str, warmup: u64) -> Result<std::path::PathBuf> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+        let path = dir.join(format!("{group}-{stamp}.tsv"));
+        let mut out = String::new();
+        for (phase, segs, first) in [
+            ("before", &self.before_segments, warmup),
+            ("during", &self.after_segments, warmup + self.before_segments.len() as u64),
+        ] {
+            for (i, seg) in segs.iter().enumerate() {
+                for ms in seg {
+                    out.push_str(&format!("{phase}\t{}\t{ms:.1}\n", first + i as u64));
+                }
+            }
+        }
+        std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
     }
 }
 
@@ -211,6 +244,8 @@ impl Fixture {
     /// rest before `split` are "before" and from `split` on "after".
     pub fn outcome(&self, warmup: u64, split: u64) -> Outcome {
         let mut o = Outcome::default();
+        let mut by_seq: std::collections::BTreeMap<u64, Vec<f64>> =
+            self.published.keys().filter(|s| **s >= warmup).map(|s| (*s, Vec::new())).collect();
         for (i, v) in self.viewers.iter().enumerate() {
             if v.is_none() {
                 continue;
@@ -224,9 +259,17 @@ impl Fixture {
                     if *seq < warmup {
                         continue;
                     }
-                    if *seq < split { o.before_ms.push(ms) } else { o.after_ms.push(ms) }
+                    if *seq < split {
+                        o.before_ms.push(ms)
+                    } else {
+                        o.after_ms.push(ms)
+                    }
+                    by_seq.entry(*seq).or_default().push(ms);
                 }
             }
+        }
+        for (seq, lat) in by_seq {
+            if seq < split { o.before_segments.push(lat) } else { o.after_segments.push(lat) }
         }
         o.before_ms.sort_by(f64::total_cmp);
         o.after_ms.sort_by(f64::total_cmp);
