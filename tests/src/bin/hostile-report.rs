@@ -159,3 +159,40 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_give_their_group_and_others_none() {
+        assert_eq!(group_of(Path::new("/x/gossip-attacks-1796655155677.tsv")).as_deref(), Some("gossip-attacks"));
+        assert_eq!(group_of(Path::new("chaos-1.tsv")).as_deref(), Some("chaos"));
+        assert_eq!(group_of(Path::new("gossip-attacks.tsv")), None, "no stamp");
+        assert_eq!(group_of(Path::new("-17.tsv")), None, "no group");
+    }
+
+    #[test]
+    fn the_verdict_needs_the_whole_interval_on_one_side_of_the_goal() {
+        let r = |low, high| RatioInterval { ratio: (low + high) / 2.0, low, high };
+        assert_eq!(verdict(&r(0.9, 1.2), 1.2), "within");
+        assert_eq!(verdict(&r(1.21, 1.5), 1.2), "over");
+        assert_eq!(verdict(&r(1.1, 1.3), 1.2), "unresolved");
+    }
+
+    #[test]
+    fn runs_pool_by_group_and_bad_lines_are_named() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("control-1.tsv"), "before\t3\t100.0\nduring\t8\t110.0\nduring\t8\t120.0\n")?;
+        std::fs::write(dir.path().join("control-2.tsv"), "during\t8\t130.0\n")?;
+        let groups = load(dir.path())?;
+        let c = &groups["control"];
+        assert_eq!((c.runs, samples(&c.before), samples(&c.during)), (2, 1, 3));
+        // Segment 8 of each run is its own cluster.
+        assert_eq!(c.during.len(), 2);
+        std::fs::write(dir.path().join("control-3.tsv"), "during\t8\n")?;
+        let err = load(dir.path()).err().map(|e| format!("{e:#}")).unwrap_or_default();
+        assert!(err.contains("control-3.tsv:1") && err.contains("phase<TAB>seq<TAB>ms"), "{err}");
+        Ok(())
+    }
+}
