@@ -44,7 +44,13 @@ fn read_run(path: &Path, g: &mut Group) -> Result<()> {
     for (n, line) in text.lines().enumerate() {
         let f: Vec<&str> = line.split('\t').collect();
         let parsed = match f.as_slice() {
-            [phase, seq, ms] => seq.parse::<u64>().ok().zip(ms.parse::<f64>().ok()).map(|(s, m)| (*phase, s, m)),
+            // A latency is a finite count of milliseconds: "NaN", "inf"
+            // or a negative value would set a p99 with no meaning.
+            [phase, seq, ms] => seq
+                .parse::<u64>()
+                .ok()
+                .zip(ms.parse::<f64>().ok().filter(|m| m.is_finite() && *m >= 0.0))
+                .map(|(s, m)| (*phase, s, m)),
             _ => None,
         };
         let Some((phase, seq, ms)) = parsed else {
@@ -190,9 +196,13 @@ mod tests {
         assert_eq!((c.runs, samples(&c.before), samples(&c.during)), (2, 1, 3));
         // Segment 8 of each run is its own cluster.
         assert_eq!(c.during.len(), 2);
-        std::fs::write(dir.path().join("control-3.tsv"), "during\t8\n")?;
-        let err = load(dir.path()).err().map(|e| format!("{e:#}")).unwrap_or_default();
-        assert!(err.contains("control-3.tsv:1") && err.contains("phase<TAB>seq<TAB>ms"), "{err}");
+        for (i, bad) in ["during\t8\n", "during\t8\tNaN\n", "during\t8\t-5\n"].iter().enumerate() {
+            let name = format!("control-{}.tsv", 3 + i);
+            std::fs::write(dir.path().join(&name), bad)?;
+            let err = load(dir.path()).err().map(|e| format!("{e:#}")).unwrap_or_default();
+            assert!(err.contains(&format!("{name}:1")) && err.contains("phase<TAB>seq<TAB>ms"), "{err}");
+            std::fs::remove_file(dir.path().join(&name))?;
+        }
         Ok(())
     }
 }
