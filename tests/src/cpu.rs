@@ -13,7 +13,7 @@
 //! closest a shared box comes to a machine of its own.
 
 use std::sync::{
-    OnceLock,
+    Mutex, OnceLock,
     atomic::{AtomicBool, Ordering},
 };
 
@@ -83,12 +83,7 @@ static ATTACKER_NICED: AtomicBool = AtomicBool::new(false);
 /// the attackers' thread when it could not be pinned to a CPU of its own.
 /// Returns whether it did.
 pub fn lower_attacker_priority() -> bool {
-    // /proc/thread-self links to "PID/task/TID".
-    let Some(tid) =
-        std::fs::read_link("/proc/thread-self").ok().and_then(|p| p.file_name()?.to_str()?.parse::<u32>().ok())
-    else {
-        return false;
-    };
+    let Some(tid) = thread_id() else { return false };
     let done = std::process::Command::new("renice")
         .args(["-n", "19", "-p", &tid.to_string()])
         .stdout(std::process::Stdio::null())
@@ -104,4 +99,68 @@ pub fn lower_attacker_priority() -> bool {
 /// Whether the attackers' thread runs at nice 19.
 pub fn attacker_niced() -> bool {
     ATTACKER_NICED.load(Ordering::Relaxed)
+}
+
+/// Thread ids of the attackers' runtime threads, for [`attacker_cpu_secs`].
+static ATTACKER_TIDS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// The calling thread's id (`/proc/thread-self` links to "PID/task/TID").
+fn thread_id() -> Option<u32> {
+    std::fs::read_link("/proc/thread-self").ok().and_then(|p| p.file_name()?.to_str()?.parse::<u32>().ok())
+}
+
+/// Records the calling thread as one of the attackers', so its CPU time
+/// is counted by [`attacker_cpu_secs`].
+pub fn register_attacker_thread() {
+    if let (Some(tid), Ok(mut tids)) = (thread_id(), ATTACKER_TIDS.lock()) {
+        tids.push(tid);
+    }
+}
+
+/// Linux reports /proc times in USER_HZ, 100 a second on every
+/// architecture shoal runs on (sysconf(_SC_CLK_TCK)).
+const USER_HZ: f64 = 100.0;
+
+/// utime + stime, in seconds, from a /proc `stat` line (fields 14 and 15,
+/// counted after the parenthesised command name, which may hold spaces).
+fn stat_cpu_secs(stat: &str) -> Option<f64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / USER_HZ)
+}
+
+/// CPU seconds the attackers' threads have used so far (threads that
+/// exited are missed), or `None` if none was registered.
+pub fn attacker_cpu_secs() -> Option<f64> {
+    let tids = ATTACKER_TIDS.lock().ok()?.clone();
+    if tids.is_empty() {
+        return None;
+    }
+    Some(
+        tids.iter()
+            .filter_map(|t| std::fs::read_to_string(format!("/proc/self/task/{t}/stat")).ok())
+            .filter_map(|s| stat_cpu_secs(&s))
+            .sum(),
+    )
+}
+
+/// CPU seconds this whole process has used so far (every thread).
+pub fn process_cpu_secs() -> Option<f64> {
+    stat_cpu_secs(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_times_are_read_after_the_command_name() {
+        // pid (comm with spaces) state ppid ... utime=250 stime=50 ...
+        let line = "42 (tokio worker (1)) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0";
+        assert_eq!(stat_cpu_secs(line), Some(3.0));
+        assert_eq!(stat_cpu_secs("garbage"), None);
+        assert!(process_cpu_secs().is_some_and(|s| s >= 0.0));
+    }
 }

@@ -70,6 +70,8 @@ pub struct HostileStats {
     pub wants_received: AtomicU64,
     /// Honest peers connected now.
     pub connected: AtomicU64,
+    /// Honest peers connected when the attack started.
+    pub connected_at_start: AtomicU64,
     /// When each honest peer last closed its last connection to us.
     pub cut_off: Mutex<HashMap<PeerId, Instant>>,
     /// Want-blocks received, as (when, count) per tick, for the stall attack.
@@ -231,6 +233,7 @@ fn attacker_runtime() -> anyhow::Result<&'static Runtime> {
             .max_blocking_threads(1)
             .thread_name("attacker")
             .on_thread_start(|| {
+                crate::cpu::register_attacker_thread();
                 if !crate::cpu::pin_attacker_thread() {
                     crate::cpu::lower_attacker_priority();
                 }
@@ -369,6 +372,7 @@ impl State {
                     }
                     Some(Ctl::Start) => {
                         self.active = true;
+                        self.stats.connected_at_start.store(self.honest.len() as u64, Ordering::Relaxed);
                         if let Ok(mut s) = self.stats.started.lock() {
                             *s = Some(Instant::now());
                         }

@@ -64,7 +64,12 @@ struct Row {
     name: String,
     tries: u64,
     still_connected: usize,
+    /// Disconnections by honest nodes after the attack started, ms.
     ban_ms: Vec<f64>,
+    /// Honest nodes connected to the attacker when the attack started.
+    connected_at_start: u64,
+    /// Honest nodes whose ban list holds it at the end.
+    banned_by: usize,
 }
 
 fn must_be_banned(a: Attack) -> bool {
@@ -105,6 +110,14 @@ fn report_latency(out: &Outcome, group: &str) -> Result<()> {
 /// attack-specific checks.
 async fn run(label: &str, attacks: &[(Attack, &str)], key_seed: u8) -> Result<(Vec<Row>, Vec<Hostile>, Fixture)> {
     let during = during()?;
+    // RUST_LOG (e.g. `shoal_net=debug`) shows the honest nodes' logs: who
+    // struck and banned whom, and when.
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
     // Before any node starts, so every honest thread inherits the split.
     let isolated = shoal_tests::cpu::isolate_attackers();
     let mut fx = Fixture::start(VIEWERS, key_seed).await?;
@@ -119,10 +132,20 @@ async fn run(label: &str, attacks: &[(Attack, &str)], key_seed: u8) -> Result<(V
     }
     fx.publish(WARMUP + BEFORE).await?;
     let started = Instant::now();
+    if std::env::var_os("RUST_LOG").is_some() {
+        let ids: Vec<String> = hostiles.iter().map(|h| h.peer_id.to_string()).collect();
+        let unix_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        println!("attack starts at unix ms {unix_ms}; hostile peers {}", ids.join(" "));
+    }
+    let cpu_at_start = (shoal_tests::cpu::attacker_cpu_secs(), shoal_tests::cpu::process_cpu_secs());
     for h in &hostiles {
         h.start().await?;
     }
     fx.publish(during).await?;
+    let attack_secs = started.elapsed().as_secs_f64();
+    let cpu_now = (shoal_tests::cpu::attacker_cpu_secs(), shoal_tests::cpu::process_cpu_secs());
+    let attackers_cpu = cpu_at_start.0.zip(cpu_now.0).map(|(a0, a1)| a1 - a0);
+    let process_cpu = cpu_at_start.1.zip(cpu_now.1).map(|(p0, p1)| p1 - p0);
     fx.settle().await;
     // Bans come from strikes, and strikes from what the attackers manage to
     // send: on a slow or crowded machine (two cores, a debug build, the
@@ -164,6 +187,8 @@ async fn run(label: &str, attacks: &[(Attack, &str)], key_seed: u8) -> Result<(V
             tries: h.tries(),
             still_connected: fx.connected_to(&h.peer_id).await,
             ban_ms,
+            connected_at_start: h.stats.connected_at_start.load(std::sync::atomic::Ordering::Relaxed),
+            banned_by: fx.banned_by(&h.peer_id).await?,
         });
     }
     let out = fx.outcome(WARMUP, WARMUP + BEFORE);
@@ -183,9 +208,9 @@ async fn run(label: &str, attacks: &[(Attack, &str)], key_seed: u8) -> Result<(V
     };
     println!("== {label}: {VIEWERS} honest viewers + publisher, {} hostile; {cpus}", hostiles.len());
     println!(
-        "| attack | tries | bad items accepted | time to ban p50 / max (ms) | honest nodes still connected | honest continuity | honest p99 ratio |"
+        "| attack | tries | bad items accepted | time to ban p50 / max (ms) | banned by (of connected at start) | honest nodes still connected | honest continuity | honest p99 ratio |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for r in &rows {
         let ban = if r.ban_ms.is_empty() {
             "not banned".to_owned()
@@ -198,9 +223,11 @@ async fn run(label: &str, attacks: &[(Attack, &str)], key_seed: u8) -> Result<(V
             )
         };
         println!(
-            "| {} | {} | 0 | {ban} | {} of {} | {:.4} | {:.2} |",
+            "| {} | {} | 0 | {ban} | {} of {} | {} of {} | {:.4} | {:.2} |",
             r.name,
             r.tries,
+            r.banned_by,
+            r.connected_at_start,
             r.still_connected,
             VIEWERS + 1,
             out.continuity(),
@@ -216,6 +243,18 @@ async fn run(label: &str, attacks: &[(Attack, &str)], key_seed: u8) -> Result<(V
         worst.join(" ")
     );
     report_latency(&out, group_name(label).as_str())?;
+    if let Some(process) = process_cpu {
+        // The attackers' own work is what an attacker on a machine of its
+        // own would not take from the victims on this box's shared cores.
+        let attackers = attackers_cpu.map_or_else(
+            || "no attackers' thread".to_owned(),
+            |a| format!("attackers' thread {a:.1} s ({:.0} % of one core)", 100.0 * a / attack_secs),
+        );
+        println!(
+            "  CPU while the attack streamed ({attack_secs:.1} s): whole process {process:.1} s ({:.0} % of one core), {attackers}",
+            100.0 * process / attack_secs
+        );
+    }
     let st = fx.honest_scheduler();
     println!(
         "  honest schedulers: {} wants, {} hedges ({} early), {} timeouts, {} switches, {} stalls, trials {} ({} failed, {} duplicate copies), {} duplicates",
@@ -266,6 +305,17 @@ async fn run(label: &str, attacks: &[(Attack, &str)], key_seed: u8) -> Result<(V
                 r.still_connected
             );
             ensure!(r.tries > 0, "{label}: {} never attacked", r.name);
+            // Disconnected is not enough: an attacker whose connections
+            // closed for another reason (an attacker thread starved of CPU
+            // stops answering pings) never reached the defences, and
+            // the run proves nothing about them.
+            ensure!(
+                r.connected_at_start > 0 && r.banned_by > 0,
+                "{label}: {} was banned by {} honest nodes ({} connected when the attack started): its attack never reached the defences",
+                r.name,
+                r.banned_by,
+                r.connected_at_start
+            );
         }
     }
     Ok((rows, hostiles, fx))

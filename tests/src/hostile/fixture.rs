@@ -382,6 +382,17 @@ impl Fixture {
         Ok(out)
     }
 
+    /// Honest nodes whose ban list holds `peer` now.
+    pub async fn banned_by(&self, peer: &PeerId) -> Result<usize> {
+        let mut n = 0;
+        for v in self.viewers.iter().flatten().chain(std::iter::once(&self.publisher)) {
+            if v.handle().net().status().await?.banned.contains(peer) {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Channels flagged for equivocation, over the live viewers.
     pub async fn flagged(&self) -> usize {
         let mut n = 0;
