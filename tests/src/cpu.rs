@@ -8,13 +8,13 @@
 //! process to every CPU but the last and [`pin_attacker_thread`] puts the
 //! attackers' thread on the last one, so the baseline and the attack phases
 //! run the honest swarm on the same, attacker-free CPUs. With fewer CPUs
-//! [`lower_attacker_priority`] runs the attackers' thread at nice 19
-//! instead: it floods with whatever CPU the honest nodes leave idle, the
-//! closest a shared box comes to a machine of its own.
+//! [`lower_attacker_priority`] runs the attackers' thread at SCHED_IDLE
+//! instead (nice 19 if that fails): it floods with whatever CPU the honest
+//! nodes leave idle, the closest a shared box comes to a machine of its own.
 
 use std::sync::{
     Mutex, OnceLock,
-    atomic::{AtomicBool, Ordering},
+    atomic::{AtomicU8, Ordering},
 };
 
 use nix::{
@@ -76,29 +76,54 @@ pub fn pin_attacker_thread() -> bool {
     set.set(*cpu).is_ok() && sched_setaffinity(Pid::from_raw(0), &set).is_ok()
 }
 
-/// Whether [`lower_attacker_priority`] lowered the attackers' thread.
-static ATTACKER_NICED: AtomicBool = AtomicBool::new(false);
+/// How the attackers' thread was lowered: 0 not, 1 nice 19, 2 SCHED_IDLE.
+static ATTACKER_LOWERED: AtomicU8 = AtomicU8::new(0);
 
-/// Lowers the calling thread to nice 19 (`renice` on its thread id), for
-/// the attackers' thread when it could not be pinned to a CPU of its own.
-/// Returns whether it did.
-pub fn lower_attacker_priority() -> bool {
-    let Some(tid) = thread_id() else { return false };
-    let done = std::process::Command::new("renice")
-        .args(["-n", "19", "-p", &tid.to_string()])
+/// `SHOAL_HOSTILE_ATTACKER_SCHED=nice` keeps the attackers' thread at nice
+/// 19 instead of SCHED_IDLE, to compare the two.
+pub const ATTACKER_SCHED_ENV: &str = "SHOAL_HOSTILE_ATTACKER_SCHED";
+
+/// Runs `cmd args` quietly; whether it succeeded.
+fn quietly(cmd: &str, args: &[&str]) -> bool {
+    std::process::Command::new(cmd)
+        .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
-        .is_ok_and(|s| s.success());
-    if done {
-        ATTACKER_NICED.store(true, Ordering::Relaxed);
-    }
-    done
+        .is_ok_and(|s| s.success())
 }
 
-/// Whether the attackers' thread runs at nice 19.
-pub fn attacker_niced() -> bool {
-    ATTACKER_NICED.load(Ordering::Relaxed)
+/// Lowers the calling thread, for the attackers' thread when it could not
+/// be pinned to a CPU of its own: to SCHED_IDLE (`chrt --idle`), which
+/// runs only on a CPU nothing else wants and yields it at once when an
+/// honest thread wakes, or, if that fails or `SHOAL_HOSTILE_ATTACKER_SCHED`
+/// is `nice`, to nice 19 (`renice`), which still holds a CPU for a
+/// scheduler slice (milliseconds) after an honest thread wakes. The
+/// workspace forbids unsafe code, hence the commands. Returns whether it
+/// lowered the thread.
+pub fn lower_attacker_priority() -> bool {
+    let Some(tid) = thread_id() else { return false };
+    let tid = tid.to_string();
+    let nice_only = std::env::var(ATTACKER_SCHED_ENV).is_ok_and(|v| v == "nice");
+    if !nice_only && quietly("chrt", &["--idle", "-p", "0", &tid]) {
+        ATTACKER_LOWERED.store(2, Ordering::Relaxed);
+        return true;
+    }
+    if quietly("renice", &["-n", "19", "-p", &tid]) {
+        ATTACKER_LOWERED.store(1, Ordering::Relaxed);
+        return true;
+    }
+    false
+}
+
+/// How [`lower_attacker_priority`] lowered the attackers' thread, in
+/// words, or `None` if it did not.
+pub fn attacker_priority() -> Option<&'static str> {
+    match ATTACKER_LOWERED.load(Ordering::Relaxed) {
+        1 => Some("nice 19"),
+        2 => Some("SCHED_IDLE"),
+        _ => None,
+    }
 }
 
 /// Thread ids of the attackers' runtime threads, for [`attacker_cpu_secs`].

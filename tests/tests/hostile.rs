@@ -194,15 +194,15 @@ async fn run(label: &str, attacks: &[(Attack, &str)], key_seed: u8) -> Result<(V
     let out = fx.outcome(WARMUP, WARMUP + BEFORE);
     let checked = fx.check_stores(&forged)?;
     // Asked only now: the attackers' thread lowers itself when it starts.
-    let cpus = match isolated {
+    let cpus = match (isolated, shoal_tests::cpu::attacker_priority()) {
         _ if hostiles.is_empty() => "no attackers".to_owned(),
-        Some((honest, attacker)) => format!("honest nodes on {honest} CPU(s), attackers on CPU {attacker}"),
-        None if shoal_tests::cpu::attacker_niced() => format!(
-            "attackers on one thread of their own at nice 19, sharing the CPUs (pinned apart only with {}+ CPUs)",
+        (Some((honest, attacker)), _) => format!("honest nodes on {honest} CPU(s), attackers on CPU {attacker}"),
+        (None, Some(how)) => format!(
+            "attackers on one thread of their own at {how}, sharing the CPUs (pinned apart only with {}+ CPUs)",
             shoal_tests::cpu::MIN_CPUS_TO_ISOLATE
         ),
-        None => format!(
-            "attackers on one thread of their own, sharing the CPUs at the same priority (renice failed; pinned apart only with {}+ CPUs)",
+        (None, None) => format!(
+            "attackers on one thread of their own, sharing the CPUs at the same priority (chrt and renice failed; pinned apart only with {}+ CPUs)",
             shoal_tests::cpu::MIN_CPUS_TO_ISOLATE
         ),
     };
