@@ -72,6 +72,9 @@ pub struct HostileStats {
     pub connected: AtomicU64,
     /// Honest peers connected when the attack started.
     pub connected_at_start: AtomicU64,
+    /// Dials this peer started after the attack did (its own, and those
+    /// libp2p starts for requests queued to a peer that cut it off).
+    pub dials_during: AtomicU64,
     /// When each honest peer last closed its last connection to us.
     pub cut_off: Mutex<HashMap<PeerId, Instant>>,
     /// Want-blocks received, as (when, count) per tick, for the stall attack.
@@ -399,6 +402,9 @@ impl State {
 
     fn on_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
         match ev {
+            SwarmEvent::Dialing { .. } if self.active => {
+                self.stats.dials_during.fetch_add(1, Ordering::Relaxed);
+            }
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                 self.honest.insert(peer_id);
                 self.stats.connected.store(self.honest.len() as u64, Ordering::Relaxed);

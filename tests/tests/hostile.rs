@@ -243,6 +243,13 @@ async fn run(label: &str, attacks: &[(Attack, &str)], key_seed: u8) -> Result<(V
         worst.join(" ")
     );
     report_latency(&out, group_name(label).as_str())?;
+    if !hostiles.is_empty() {
+        let dials: Vec<String> = hostiles
+            .iter()
+            .map(|h| h.stats.dials_during.load(std::sync::atomic::Ordering::Relaxed).to_string())
+            .collect();
+        println!("  dials the attackers started during the attack, each: {}", dials.join(", "));
+    }
     if let Some(process) = process_cpu {
         // The attackers' own work is what an attacker on a machine of its
         // own would not take from the victims on this box's shared cores.
