@@ -59,6 +59,11 @@ pub enum Attack {
     FloodWants,
     /// 8: many connections to each peer and many concurrent streams.
     ManyConnections,
+    /// Not an attack: a stranger that connects, joins the topic (its
+    /// gossipsub relays manifests without validating them) and answers
+    /// every want with DONT_HAVE. The suite's second control: it separates
+    /// what an attacker costs by being there from what its attack costs.
+    Idle,
 }
 
 /// Counters and timings, shared with the test.
@@ -659,7 +664,7 @@ impl State {
                     self.equivocate(&m);
                 }
             }
-            Attack::CorruptBlocks | Attack::HaveThenStall => {}
+            Attack::CorruptBlocks | Attack::HaveThenStall | Attack::Idle => {}
         }
     }
 }
