@@ -288,6 +288,23 @@ async fn run(label: &str, attacks: &[(Attack, &str)], key_seed: u8) -> Result<(V
         st.duplicate_blocks
     );
     let metrics = fx.honest_metrics();
+    // How the honest nodes ended the held wants they were asked (attackers'
+    // included): each way but an answer is a DONT_HAVE to the asker, and
+    // an honest upstream's DONT_HAVE is what a rule against strangers that
+    // refuse held wants must tell apart (docs/security.md, "An attacker's
+    // presence against its attack").
+    let sum = |f: fn(&shoal_net::MetricsSnapshot) -> u64| -> u64 { metrics.iter().map(f).sum() };
+    println!(
+        "  honest held wants: {} answered, {} expired, {} refused at the cap, {} cycles broken, {} cancelled; {} junk wants; {} sheds with redirects, {} upload-wait sheds",
+        sum(|m| m.held_wants_answered),
+        sum(|m| m.held_wants_expired),
+        sum(|m| m.held_wants_refused),
+        sum(|m| m.held_wants_cycles),
+        sum(|m| m.held_wants_cancelled),
+        sum(|m| m.junk_wants),
+        sum(|m| m.shed_redirects),
+        sum(|m| m.upload_wait_sheds)
+    );
     let rate_limited: u64 = metrics.iter().map(|m| m.rate_limited).sum();
     let streams_refused: u64 = metrics.iter().map(|m| m.streams_refused).sum();
     let over_limit: u64 = metrics.iter().map(|m| m.connections_over_limit).sum();
