@@ -275,7 +275,7 @@ async fn run(label: &str, attacks: &[(Attack, &str)], key_seed: u8) -> Result<(V
     }
     let st = fx.honest_scheduler();
     println!(
-        "  honest schedulers: {} wants, {} hedges ({} early), {} timeouts, {} switches, {} stalls, trials {} ({} failed, {} duplicate copies), {} duplicates",
+        "  honest schedulers: {} wants, {} hedges ({} early), {} timeouts, {} switches, {} stalls, trials {} ({} failed, {} duplicate copies), {} duplicates; {} held wants refused by their upstream without a redirect, {} segments whose upstream was replaced",
         st.wants_sent,
         st.hedges,
         st.early_hedges,
@@ -285,7 +285,9 @@ async fn run(label: &str, attacks: &[(Attack, &str)], key_seed: u8) -> Result<(V
         st.trials,
         st.trials_failed,
         st.duplicates_trial,
-        st.duplicate_blocks
+        st.duplicate_blocks,
+        st.upstream_refusals,
+        st.upstreams_replaced
     );
     let metrics = fx.honest_metrics();
     // How the honest nodes ended the held wants they were asked (attackers'

@@ -425,15 +425,17 @@ impl Engine {
                 rt.sched.on_deferred(&peer, cid, now);
                 rt.sched.on_have(peer, cid, now);
             } else {
-                if !resp.redirects.is_empty() {
-                    // Where the block went (a publisher's seeds). Bytes that
-                    // are not a peer id were shaped like one (the decoder
-                    // checked); they name nobody we can reach, so skip them.
-                    let to: Vec<PeerId> = resp.redirects.iter().filter_map(|r| PeerId::from_bytes(r).ok()).collect();
+                // Where the block went (a publisher's seeds). Bytes that
+                // are not a peer id were shaped like one (the decoder
+                // checked); they name nobody we can reach, so skip them.
+                let to: Vec<PeerId> = resp.redirects.iter().filter_map(|r| PeerId::from_bytes(r).ok()).collect();
+                if to.is_empty() {
+                    rt.sched.on_refused(&peer, cid, now);
+                } else {
                     redirect_dials = rt.sched.on_redirect(&peer, cid, to.iter().copied());
                     tracing::trace!(%peer, %cid, ?to, unconnected = ?redirect_dials, "want redirected");
+                    rt.sched.on_dont_have(&peer, cid, now);
                 }
-                rt.sched.on_dont_have(&peer, cid, now);
             }
         }
         // Seeds the upstream named that we are not connected to: connect

@@ -7,6 +7,7 @@ use super::*;
 mod late;
 mod probation;
 mod redirects;
+mod upstream;
 
 type P = &'static str;
 
