@@ -214,7 +214,11 @@ impl<P: Clone + Eq + std::hash::Hash + Ord + std::fmt::Debug> Scheduler<P> {
     /// upload cap) name where the block went. A peer that forwards
     /// manifests and holds no block refuses like this (the hostile
     /// suite's idle strangers): it is counted against its upstream role
-    /// (see [`Self::add_segment`]). An error or a timeout is not a
+    /// (see [`Self::add_segment`]). An honest relay over its request rate
+    /// or its held-want cap, or whose hold expired, refuses without names
+    /// too (none did in the hostile suite's controls); that costs it the
+    /// role only while it has never delivered to us, and only to a peer
+    /// that is feeding us as an upstream. An error or a timeout is not a
     /// refusal: call [`Self::on_dont_have`] for those.
     pub fn on_refused(&mut self, peer: &P, cid: BlockCid, now: Instant) {
         if let Some(b) = self.blocks.get(&cid)
