@@ -275,7 +275,7 @@ async fn run(label: &str, attacks: &[(Attack, &str)], key_seed: u8) -> Result<(V
     }
     let st = fx.honest_scheduler();
     println!(
-        "  honest schedulers: {} wants, {} hedges ({} early), {} timeouts, {} switches, {} stalls, trials {} ({} failed, {} duplicate copies), {} duplicates; {} held wants refused by their upstream without a redirect, {} segments whose upstream was replaced",
+        "  honest schedulers: {} wants, {} hedges ({} early), {} timeouts, {} switches, {} stalls, trials {} ({} failed, {} duplicate copies), {} duplicates; {} held wants refused by their upstream without a redirect",
         st.wants_sent,
         st.hedges,
         st.early_hedges,
@@ -286,8 +286,7 @@ async fn run(label: &str, attacks: &[(Attack, &str)], key_seed: u8) -> Result<(V
         st.trials_failed,
         st.duplicates_trial,
         st.duplicate_blocks,
-        st.upstream_refusals,
-        st.upstreams_replaced
+        st.upstream_refusals
     );
     let metrics = fx.honest_metrics();
     // How the honest nodes ended the held wants they were asked (attackers'

@@ -297,7 +297,6 @@ impl BenchNode for ShoalNode {
                 ("trials", sched.trials),
                 ("trials_failed", sched.trials_failed),
                 ("dup_trial", sched.duplicates_trial),
-                ("upstreams_replaced", sched.upstreams_replaced),
                 ("upstream_refusals", sched.upstream_refusals),
                 ("given_up", sched.segments_given_up),
             ],

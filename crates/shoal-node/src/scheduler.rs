@@ -13,12 +13,6 @@
 //!   upstream holds: plain neighbours are probed without a hold, after
 //!   `probe_after`, near the deadline, or once the upstream refused the
 //!   block (holds anywhere built wait cycles).
-//! - **A first forwarder that refuses loses the upstream role.** An honest
-//!   upstream holds our want or refuses with a redirect; one that never
-//!   delivered to us and refused a held want naming nobody
-//!   ([`Scheduler::on_refused`]) is replaced, for later segments, by the
-//!   peer that last delivered to us as an upstream (a parent, not a
-//!   sibling: holding at a peer below us is a cycle).
 //! - **Multi-source.** Blocks of one segment are spread over every peer that
 //!   announced HAVE or that is an upstream, by least expected finish time
 //!   (queued bytes ÷ measured rate), earliest deadline first.
@@ -226,18 +220,6 @@ struct PeerState {
     /// When it last delivered a needed block (see
     /// [`SchedulerConfig::busy_grace`]).
     delivered_at: Option<Instant>,
-    /// Held wants it refused as the block's upstream without naming anyone
-    /// ([`Scheduler::on_refused`]). An honest relay that forwarded a
-    /// manifest holds our want until it has the block (or sheds it at its
-    /// upload cap, naming where the block went); a peer that forwards
-    /// manifests and holds no block refuses. While it is on
-    /// probation, one refusal is enough to lose the upstream role to a
-    /// peer that feeds us (see [`Scheduler::add_segment`]).
-    refused_holds: u32,
-    /// When it last delivered a needed block as that segment's upstream
-    /// (or a peer the upstream named): a parent that may stand in for a
-    /// refusing forwarder (see [`Scheduler::add_segment`]).
-    fed_as_upstream_at: Option<Instant>,
 }
 
 impl PeerState {
@@ -285,12 +267,6 @@ pub struct Scheduler<P> {
 
 /// How many completed CIDs are remembered to count late duplicates.
 const DONE_MEMORY: usize = 4096;
-
-/// How recent a delivery as an upstream must be for its sender to stand in as a
-/// segment's upstream (see [`Scheduler::add_segment`]): a few segments
-/// (1-2 s each), so the stand-in is a peer still feeding us this stream,
-/// not one that served us once long ago.
-const PARENT_RECENT: Duration = Duration::from_secs(10);
 
 impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
     /// A scheduler with `cfg`.
@@ -350,8 +326,6 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
             received_bytes: 0,
             early_haves: 0,
             delivered_at: None,
-            refused_holds: 0,
-            fed_as_upstream_at: None,
         });
     }
 
@@ -400,7 +374,6 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
             self.give_up(old);
         }
         if let Some(u) = upstream {
-            let u = self.upstream_for(u, now);
             self.upstream.insert(seq, u);
         }
         self.segments.insert(seq, SegmentState { deadline, missing: needed.len() });
@@ -439,54 +412,6 @@ impl<P: Clone + Eq + Hash + Ord + std::fmt::Debug> Scheduler<P> {
             self.pending.insert((deadline, b.cid));
         }
         self.dispatch(now);
-    }
-
-    /// The peer that takes a segment's held wants. The first to forward
-    /// the manifest, unless it is a peer that has never delivered a block
-    /// to us and has refused a held want of ours as an upstream without
-    /// naming anyone ([`Self::on_refused`]), while another peer delivered
-    /// a needed block to us as that segment's upstream (or as a peer the
-    /// upstream named) within `PARENT_RECENT`: then the one that did most
-    /// recently (a relay before an origin), our parent in the stream's
-    /// tree. Not any recent deliverer: a peer that answered a probe or a
-    /// hedge may sit below us, and a held want at a peer that waits for
-    /// the block from us is a cycle that only `switch_after` breaks
-    /// (265-311 ms viewer-segments in the hostile suite with that
-    /// stand-in; 0 replacements in 16 honest control runs either way).
-    /// Winning the manifest race proves nothing: a peer that relays gossip
-    /// without validating it wins it often and need hold no block (the
-    /// hostile suite's idle strangers, docs/security.md). Narrow on
-    /// purpose, measured in the same suite: replacing every forwarder on
-    /// probation (two segments in three in an honest swarm), or every one
-    /// whose held want was switched away or timed out, or one whose
-    /// refusal named peers (the publisher's first-copies gate, a shed at
-    /// an upload cap: the designed redirect path), changed the honest
-    /// swarm's tree and built hold cycles (two viewers holding at each
-    /// other until `switch_after`: ~280-320 ms segments in the control);
-    /// and leaving such segments without an upstream made the control
-    /// slower (p50 101 ms against 77). A silent forwarder is handled
-    /// apart: a held want at a peer on probation that left a request
-    /// unkept moves to the first clean holder at once (`maybe_switch`).
-    fn upstream_for(&mut self, first: P, now: Instant) -> P {
-        if self.peers.get(&first).is_none_or(|p| p.proven || p.origin || p.refused_holds == 0) {
-            return first;
-        }
-        let parent = self
-            .peers
-            .iter()
-            .filter(|(_, p)| {
-                p.proven
-                    && p.stalls == 0
-                    && p.fed_as_upstream_at.is_some_and(|t| now.saturating_duration_since(t) < PARENT_RECENT)
-            })
-            .max_by_key(|(id, p)| (!p.origin, p.fed_as_upstream_at, (*id).clone()));
-        match parent {
-            Some((id, _)) => {
-                self.stats.upstreams_replaced += 1;
-                id.clone()
-            }
-            None => first,
-        }
     }
 
     /// `peer` announced it holds `cid`.

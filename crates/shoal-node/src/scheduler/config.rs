@@ -185,14 +185,9 @@ pub struct SchedulerStats {
     /// Of `duplicate_blocks`, trials' copies that came after the trusted
     /// request's copy (the price of taking a peer off probation).
     pub duplicates_trial: u64,
-    /// Segments whose first manifest forwarder (a relay that never
-    /// delivered to us) had refused a held want of ours, so the peer that
-    /// fed us most recently took their held wants.
-    pub upstreams_replaced: u64,
     /// Held wants the block's upstream refused without naming anyone
-    /// ([`super::Scheduler::on_refused`]). Honest relays refuse with a
-    /// redirect or not at all: 0 in 16 honest control runs of the hostile
-    /// suite (docs/security.md).
+    /// ([`super::Scheduler::on_refused`]): 0 in 22 honest control runs of
+    /// the hostile suite (docs/security.md).
     pub upstream_refusals: u64,
 }
 
@@ -201,7 +196,6 @@ impl std::ops::AddAssign for SchedulerStats {
     fn add_assign(&mut self, o: Self) {
         self.wants_sent += o.wants_sent;
         self.hedges += o.hedges;
-        self.upstreams_replaced += o.upstreams_replaced;
         self.upstream_refusals += o.upstream_refusals;
         self.early_hedges += o.early_hedges;
         self.hedges_skipped += o.hedges_skipped;

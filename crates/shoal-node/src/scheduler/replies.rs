@@ -41,13 +41,7 @@ impl<P: Clone + Eq + std::hash::Hash + Ord + std::fmt::Debug> Scheduler<P> {
         self.pending.remove(&(b.deadline, cid));
         self.stats.blocks_received += 1;
         self.stats.payload_bytes += u64::from(b.size);
-        // It held our want as the segment's upstream (or a peer the
-        // upstream named) and delivered: our parent in the stream's tree.
-        let held_for_us = self.upstream.get(&b.seq) == Some(peer) || b.redirects.contains(peer);
         if let Some(p) = self.peers.get_mut(peer) {
-            if held_for_us {
-                p.fed_as_upstream_at = Some(now);
-            }
             // Stall decay: each needed block forgives one stall, so an honest
             // peer that once timed out under congestion is back to its place
             // after one delivery, while a peer that stalls more often than it
@@ -208,25 +202,24 @@ impl<P: Clone + Eq + std::hash::Hash + Ord + std::fmt::Debug> Scheduler<P> {
     /// `peer` answered DONT_HAVE for `cid` and named nobody: no redirect
     /// (a redirect goes to [`Self::on_redirect`], then
     /// [`Self::on_dont_have`]). From the block's upstream this is a refused
-    /// held want, and honest relays do not refuse one: a relay that
-    /// forwarded the manifest holds our want until it has the block, and
-    /// its two refusals (the publisher's first-copies gate, a shed at an
-    /// upload cap) name where the block went. A peer that forwards
-    /// manifests and holds no block refuses like this (the hostile
-    /// suite's idle strangers): it is counted against its upstream role
-    /// (see [`Self::add_segment`]). An honest relay over its request rate
-    /// or its held-want cap, or whose hold expired, refuses without names
-    /// too (none did in the hostile suite's controls); that costs it the
-    /// role only while it has never delivered to us, and only to a peer
-    /// that is feeding us as an upstream. An error or a timeout is not a
-    /// refusal: call [`Self::on_dont_have`] for those.
+    /// held want, which honest relays rarely send: a relay that forwarded
+    /// the manifest holds our want until it has the block, and its two
+    /// designed refusals (the publisher's first-copies gate, a shed at an
+    /// upload cap) name where the block went; only its request-rate and
+    /// held-want caps and an expired hold refuse without names. A peer
+    /// that forwards manifests and holds no block refuses like this (the
+    /// hostile suite's idle strangers). Counted
+    /// (`SchedulerStats::upstream_refusals`), not yet acted on: a rule
+    /// that handed such a forwarder's later held wants to the peer that
+    /// last fed us as an upstream was measured and not kept (it built hold
+    /// cycles, docs/security.md, "A refusal that names nobody"). An error
+    /// or a timeout is not a refusal: call [`Self::on_dont_have`] for
+    /// those.
     pub fn on_refused(&mut self, peer: &P, cid: BlockCid, now: Instant) {
         if let Some(b) = self.blocks.get(&cid)
             && self.upstream.get(&b.seq) == Some(peer)
             && b.requests.iter().any(|r| r.peer == *peer)
-            && let Some(p) = self.peers.get_mut(peer)
         {
-            p.refused_holds = p.refused_holds.saturating_add(1);
             self.stats.upstream_refusals += 1;
         }
         self.on_dont_have(peer, cid, now);
