@@ -51,9 +51,10 @@ fn a_failed_want_is_not_a_refusal() {
     assert_eq!(refusals("new", "new", Scheduler::on_dont_have), 0);
 }
 
-/// Only the upstream's refusal of a want we sent it counts: a neighbour
-/// we never asked (a stray DONT_HAVE) or probed without a hold may well
-/// not have the block yet.
+/// Only the upstream's refusal of a want we sent it counts: here a
+/// neighbour we never asked sends a stray DONT_HAVE. (A neighbour probed
+/// without a hold is not the upstream either, so the same check skips it;
+/// this test does not drive a probe.)
 #[test]
 fn a_neighbours_refusal_does_not_count() {
     assert_eq!(refusals("parent", "neighbour", Scheduler::on_refused), 0);
